@@ -1,0 +1,26 @@
+"""fhir_engagement: apply the HSCP Child and Family Engagement Guidance to FHIR and HL7 v2 events."""
+
+from __future__ import annotations
+
+from fhir_engagement.errors import (
+    ConfigError,
+    EngagementError,
+    InputError,
+    MappingError,
+    RecordError,
+    RulesError,
+    StoreError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "EngagementError",
+    "InputError",
+    "MappingError",
+    "RecordError",
+    "RulesError",
+    "StoreError",
+    "__version__",
+]

@@ -1,0 +1,131 @@
+"""The command line: ``fhir-engagement replay|check``. Turns errors into messages and exit codes.
+
+No logic lives here. Exit status: 0 every record read, 1 some record rejected (each one reported
+with file, position and reason), 2 usage or configuration error. Never a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import orjson
+
+from fhir_engagement import __version__
+from fhir_engagement.config import Settings
+from fhir_engagement.errors import ConfigError, StoreError
+from fhir_engagement.pipeline import Engine, load_engine
+from fhir_engagement.replay import ReplayResult, replay
+from fhir_engagement.store import open_store
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+_MAX_REJECTED_SHOWN = 50
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the process exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+        engine = load_engine(settings)
+        if args.command == "check":
+            return _check(engine, settings, sys.stdout)
+        return _replay(args, engine, settings, sys.stderr)
+    except ConfigError as exc:
+        print(f"fhir-engagement: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as exc:
+        print(f"fhir-engagement: store error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fhir-engagement",
+        description="Apply the HSCP Child and Family Engagement Guidance to FHIR events.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--config", type=Path, help="settings TOML file")
+    parser.add_argument("--mappings", type=Path, help="mappings folder (default: the shipped one)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rp = sub.add_parser("replay", help="dry run: replay files/folders, write one transaction Bundle")
+    rp.add_argument("paths", nargs="+", type=Path, help=".json, .ndjson, .jsonl (or .gz) files "
+                    "and folders")
+    rp.add_argument("--out", type=Path, required=True, help="where to write the Bundle")
+    rp.add_argument("--store", help="SQLite file that keeps state across runs, or :memory:")
+    rp.add_argument("--source", help="source system name, for local codes (mappings/local/)")
+    rp.add_argument("--quiet", action="store_true", help="no progress lines")
+    sub.add_parser("check", help="load and check mappings and rules, then print what was loaded")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    base = Settings.load(args.config)
+    changes: dict[str, object] = {}
+    if args.mappings:
+        changes["mappings_dir"] = args.mappings
+    if getattr(args, "store", None):
+        changes["store"] = args.store
+    if getattr(args, "source", None):
+        changes["source"] = args.source
+    return base.model_copy(update=changes)
+
+
+def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: TextIO) -> int:
+    store = open_store(settings.store)
+    try:
+        progress = None if args.quiet else (lambda line: print(line, file=err, flush=True))
+        result = replay(args.paths, engine, store, progress)
+    finally:
+        store.close()
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_bytes(orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        print(f"fhir-engagement: cannot write {args.out}: {exc.strerror}", file=err)
+        return EXIT_USAGE
+    _summary(result, args.out, settings.store, err)
+    return EXIT_REJECTED if result.rejected else EXIT_OK
+
+
+def _summary(result: ReplayResult, out: Path, store: str, err: TextIO) -> None:
+    stats = result.stats
+    lines = [
+        f"read {stats.get('documents', 0):,} documents, {stats.get('events', 0):,} events "
+        f"({stats.get('files skipped', 0):,} files of other kinds skipped)",
+        f"duplicates ignored: {stats.get('duplicates', 0):,}; adults excluded: "
+        f"{stats.get('adults excluded', 0):,}; stale versions: {stats.get('stale versions', 0):,}",
+        _group(stats, "signal ", "signals"),
+        _group(stats, "retracted ", "retracted"),
+        _group(stats, "flag ", "Flags written"),
+        _group(stats, "task ", "Tasks written"),
+        f"rejected records: {len(result.rejected):,} (kept in the dead-letter store {store})",
+    ]
+    lines += [f"  {e.where}: {e.reason}" for e in result.rejected[:_MAX_REJECTED_SHOWN]]
+    if len(result.rejected) > _MAX_REJECTED_SHOWN:
+        lines.append(f"  ... and {len(result.rejected) - _MAX_REJECTED_SHOWN:,} more")
+    lines.append(f"wrote {len(result.bundle['entry']):,} entries to {out}")
+    print("\n".join(lines), file=err)
+
+
+def _group(stats: dict[str, int], prefix: str, title: str) -> str:
+    items = sorted((k[len(prefix):], v) for k, v in stats.items() if k.startswith(prefix))
+    body = ", ".join(f"{k} {v:,}" for k, v in items) or "none"
+    return f"{title}: {body}"
+
+
+def _check(engine: Engine, settings: Settings, out: TextIO) -> int:
+    mappings, rules = engine.mappings, engine.rules
+    print(f"mappings: {settings.mappings_dir} (digest {mappings.digest})", file=out)
+    for name in mappings.files:
+        print(f"  {name}", file=out)
+    print(f"code sets: {len(mappings.codesets)}; extensions: "
+          f"{sum(len(v) for v in mappings.extensions.values())}", file=out)
+    print(f"rules: version {rules.version}, {len(rules.cells)} cells, "
+          f"{len(rules.holidays)} holidays, {len(rules.owners)} owner roles", file=out)
+    return EXIT_OK

@@ -1,0 +1,128 @@
+"""Settings and the data-file plumbing every loader shares.
+
+One frozen ``Settings`` is built at start-up (from a TOML file, then ``FHIR_ENGAGEMENT_*``
+environment variables) and passed explicitly; there is no global configuration. ``load_toml``
+turns a syntax or schema error into a ConfigError that names the file, the key path and the line,
+so a trust editing a mapping sees exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fhir_engagement.errors import ConfigError
+
+__all__ = ["Settings", "default_mappings_dir", "load_model", "load_toml", "locate"]
+
+M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=ConfigError)
+
+_ENV_PREFIX = "FHIR_ENGAGEMENT_"
+
+
+def default_mappings_dir() -> Path:
+    """The mappings shipped with the package (wheel) or, in a source checkout, the repo's own."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_data" / "mappings", here.parents[1] / "mappings"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(str(here), "", "no mappings/ folder found next to the package")
+
+
+def default_codesystems_dir() -> Path:
+    """The CodeSystem JSON files the adapter publishes (signal, concern, action)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_data" / "codesystems", here.parents[1] / "codesystems"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(str(here), "", "no codesystems/ folder found next to the package")
+
+
+class Settings(BaseModel):
+    """Everything the adapter is told at start-up; immutable once built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mappings_dir: Path = default_mappings_dir()
+    store: str = "fhir-engagement.sqlite3"
+    timezone: str = "Europe/London"
+    source: str = ""
+
+    @classmethod
+    def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the TOML file (if any), then let environment variables override single keys."""
+        values: dict[str, Any] = {}
+        if path is not None:
+            values, text = load_toml(path, ConfigError)
+            return _validate(cls, {**values, **_from_env(env)}, path, text, ConfigError)
+        return _validate(cls, {**values, **_from_env(env)}, Path("<environment>"), "", ConfigError)
+
+
+def _from_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    env = os.environ if env is None else env
+    fields = Settings.model_fields
+    return {
+        key[len(_ENV_PREFIX) :].lower(): value
+        for key, value in env.items()
+        if key.startswith(_ENV_PREFIX) and key[len(_ENV_PREFIX) :].lower() in fields
+    }
+
+
+def load_toml(path: Path, error: type[E]) -> tuple[dict[str, Any], str]:
+    """Parse one TOML file; a syntax error names the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise error(str(path), "", f"cannot read: {exc.strerror}") from exc
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as exc:
+        raise error(str(path), "", f"not valid TOML: {exc}") from exc
+
+
+def load_model(model: type[M], path: Path, error: type[E]) -> tuple[M, str]:
+    """Parse and validate one data file against its pydantic schema."""
+    data, text = load_toml(path, error)
+    return _validate(model, data, path, text, error), text
+
+
+def _validate(model: type[M], data: dict[str, Any], path: Path, text: str, error: type[E]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        keys = tuple(first["loc"])
+        raise error(str(path), locate(text, keys), first["msg"]) from exc
+
+
+def locate(text: str, keys: tuple[Any, ...]) -> str:
+    """Render a key path (``rule[2].signal``) and the line it is most likely on."""
+    where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in keys).lstrip(".")
+    line = _line_of(text, keys)
+    return f"{where} (line {line})" if line else where
+
+
+def _line_of(text: str, keys: tuple[Any, ...]) -> int:
+    """Best effort: TOML loses positions, so find the n-th table of the path, then the key after it."""
+    lines = text.splitlines()
+    start = 0
+    for i, key in enumerate(keys):
+        if isinstance(key, int) and i > 0 and isinstance(keys[i - 1], str):
+            header = re.compile(rf"^\s*\[\[\s*{re.escape(str(keys[i - 1]))}\s*\]\]")
+            hits = [n for n, line in enumerate(lines) if header.match(line)]
+            if key < len(hits):
+                start = hits[key]
+        elif isinstance(key, str):
+            pattern = re.compile(rf"(^|[\s{{,\[.]){re.escape(key)}\s*=|^\s*\[+\s*{re.escape(key)}")
+            for n in range(start, len(lines)):
+                if pattern.search(lines[n]):
+                    start = n
+                    break
+    return start + 1 if lines else 0

@@ -1,0 +1,1 @@
+"""Decision -> the FHIR resources to write (Flag, Task, Provenance). Pure; deterministic ids."""

@@ -1,0 +1,66 @@
+"""Deterministic identifiers: the same child and triggering event always give the same outputs.
+
+A re-sent notification, a replayed file or a v2 message and its FHIR twin re-find what was already
+written (conditional create/update on these identifiers) instead of writing it again. Ids are
+hashes, so no NHS number or local patient id appears in an output identifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+__all__ = [
+    "DEVICE_SYSTEM",
+    "FLAG_SYSTEM",
+    "TASK_SYSTEM",
+    "flag_id",
+    "full_url",
+    "provenance_id",
+    "reference_for",
+    "task_id",
+]
+
+BASE = "https://fhir-engagement.org/fhir"
+FLAG_SYSTEM = f"{BASE}/Id/flag"
+TASK_SYSTEM = f"{BASE}/Id/task"
+DEVICE_SYSTEM = f"{BASE}/Id/device"
+_NAMESPACE = uuid.UUID("6f3c2a52-8f7e-4c1e-9a0b-3f9d6c1e2b7a")
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def flag_id(child: str, kind: str) -> str:
+    """One engagement and one over-engagement Flag per child."""
+    return f"fe-flag-{_digest(child, kind)}"
+
+
+def task_id(child: str, event_key: str, action: str, situation: str = "") -> str:
+    """One Task per action per triggering event (a retraction asks again, with its own id)."""
+    marker = situation if situation == "retracted" else ""
+    return f"fe-task-{_digest(child, event_key, action, marker)}"
+
+
+def provenance_id(child: str, event_key: str, signal: str, rule_id: str) -> str:
+    """One Provenance per decision."""
+    return f"fe-prov-{_digest(child, event_key, signal, rule_id)}"
+
+
+def full_url(resource_id: str) -> str:
+    """A stable urn:uuid for a resource in a transaction Bundle."""
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, resource_id)}"
+
+
+NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+
+
+def reference_for(key: str) -> dict[str, object]:
+    """A Reference a FHIR server can resolve, from a patient/event key (never a urn:uuid)."""
+    if key.startswith("nhs:"):
+        return {"identifier": {"system": NHS_NUMBER_SYSTEM, "value": key[4:]}, "type": "Patient"}
+    if key.startswith("id:"):
+        system, _, value = key[3:].partition("|")
+        return {"identifier": {"system": system, "value": value}, "type": "Patient"}
+    return {"reference": key}

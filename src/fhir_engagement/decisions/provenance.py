@@ -1,0 +1,38 @@
+"""Provenance for every decision: what triggered it, which rule, which rules version."""
+
+from __future__ import annotations
+
+from fhir_engagement.decisions.ids import DEVICE_SYSTEM
+from fhir_engagement.model import Decision, Event
+
+__all__ = ["POLICY_BASE", "provenance_resource"]
+
+POLICY_BASE = "https://fhir-engagement.org/fhir/rules"
+
+
+def provenance_resource(
+    identifier: str, targets: list[str], decision: Decision, event: Event, mappings_digest: str
+) -> dict[str, object]:
+    """Provenance targeting the decision's Flag and Tasks (by their fullUrls in the Bundle)."""
+    sources = dict.fromkeys((event.key, *decision.evidence))
+    return {
+        "resourceType": "Provenance",
+        "id": identifier,
+        "target": [{"reference": url} for url in targets],
+        "recorded": event.occurred.isoformat(),
+        "policy": [
+            f"{POLICY_BASE}/{decision.rules_version}#{decision.rule_id}",
+            f"{POLICY_BASE}/mappings/{mappings_digest}",
+        ],
+        "reason": [{"text": decision.why}],
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                                 "code": "CREATE", "display": "create"}]},
+        "agent": [{
+            "type": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                "code": "assembler", "display": "Assembler"}]},
+            "who": {"identifier": {"system": DEVICE_SYSTEM, "value": "fhir-engagement"},
+                    "display": "fhir-engagement adapter"},
+        }],
+        "entity": [{"role": "source", "what": {"reference": key}} for key in sources],
+    }

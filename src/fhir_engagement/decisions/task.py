@@ -1,0 +1,93 @@
+"""One Task per action: who must do what, by when, and why (rules.md section 4)."""
+
+from __future__ import annotations
+
+from fhir_engagement.decisions.codesystems import ACTION, SIGNAL, CodeSystems
+from fhir_engagement.decisions.ids import TASK_SYSTEM
+from fhir_engagement.model import Action, Decision, Event
+
+__all__ = ["OwnerRef", "task_resource"]
+
+# The guidance's one question, asked in the words that fit what happened.
+_QUESTIONS = {
+    "left-against-advice": "What impact will being taken away against medical advice have on "
+                           "the child?",
+    "left-before-seen": "What impact will leaving before care was given have on the child?",
+    "refused-assessment": "What impact will the refused assessment or treatment have on the child?",
+    "over-engagement": "Does this pattern of attendance suggest the child's needs are being "
+                       "fabricated or induced? Do not write to the parents.",
+    "intermittent": "What impact will these cancellations have on the child?",
+}
+_DEFAULT_QUESTION = "What impact will the missed appointment have on the child?"
+
+OwnerRef = tuple[dict[str, object] | None, str]
+
+
+def task_resource(
+    identifier: str,
+    action: Action,
+    decision: Decision,
+    event: Event,
+    subject: dict[str, object],
+    flag_url: str | None,
+    owner: OwnerRef,
+    systems: CodeSystems,
+    barriers: tuple[str, ...] = (),
+) -> dict[str, object]:
+    """The FHIR R4 Task for one action of a decision."""
+    display = systems.display(ACTION, action.code)
+    reference, role_text = owner
+    task: dict[str, object] = {
+        "resourceType": "Task",
+        "identifier": [{"system": TASK_SYSTEM, "value": identifier}],
+        "status": "requested",
+        "intent": "order",
+        "priority": action.priority,
+        "code": {"coding": [{"system": ACTION, "code": action.code, "display": display}],
+                 "text": display},
+        "description": _description(action, decision, event, systems),
+        "focus": {"reference": event.key},
+        "for": subject,
+        "authoredOn": event.occurred.isoformat(),
+        "restriction": {"period": {"end": action.due.isoformat()}},
+        "note": [{"text": text} for text in _notes(action, decision, barriers)],
+    }
+    if flag_url:
+        task["reasonReference"] = {"reference": flag_url}
+    if reference:
+        task["owner"] = reference
+    else:
+        task["performerType"] = [{"text": role_text}]
+    return task
+
+
+def _description(action: Action, decision: Decision, event: Event, systems: CodeSystems) -> str:
+    what = systems.definition(ACTION, action.code)
+    if decision.situation == "retracted":
+        return f"{what} The event that raised earlier actions ({event.key}) was retracted."
+    signals = ", ".join(sorted({s for s in _signal_names(decision, systems)}))
+    day = decision.event_date.isoformat() if decision.event_date else "unknown date"
+    return f"{what} Raised by: {signals} on {day} ({event.key})."
+
+
+def _signal_names(decision: Decision, systems: CodeSystems) -> list[str]:
+    situation = decision.situation
+    if situation.endswith("-wnb"):
+        return [systems.display(SIGNAL, "not-brought").lower()]
+    if situation == "intermittent":
+        return [systems.display(SIGNAL, "family-cancelled").lower()]
+    if situation == "over-engagement":
+        return [systems.display(SIGNAL, "unscheduled-attendance").lower()]
+    return [systems.display(SIGNAL, situation).lower()]
+
+
+def _notes(action: Action, decision: Decision, barriers: tuple[str, ...]) -> list[str]:
+    notes = [_QUESTIONS.get(decision.situation, _DEFAULT_QUESTION), f"Why: {decision.why}"]
+    notes.extend(n for n in (decision.age_note, *decision.notes) if n)
+    if barriers and action.code in ("send-wnb-letter", "review-impact", "curiosity-review"):
+        notes.append(f"The family named a barrier: {', '.join(barriers)}. Say in the letter how "
+                     "to get help (transport, interpreter, their own health).")
+    if action.code == "send-wnb-letter":
+        notes.append("Enclose the parent leaflet 'What happens when a child is not brought to "
+                     "their appointment?'.")
+    return notes

@@ -1,0 +1,63 @@
+"""The exception tree: every error the adapter raises on purpose.
+
+    EngagementError
+    ├── ConfigError            start-up: a settings, mapping or rules file is wrong (names file + key)
+    │   ├── MappingError
+    │   └── RulesError
+    ├── InputError             bad data from outside; the input is kept in the dead-letter store
+    │   └── RecordError        one FHIR record cannot be read (names file, position and JSON path)
+    └── StoreError             the durable store cannot be used
+
+Errors become answers in exactly one place per entry point: the CLI (message + exit code) today,
+the HTTP middleware and the MLLP handler later. Foreign exceptions are translated at the boundary
+with ``raise ... from exc`` so the cause survives for debugging.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "EngagementError",
+    "InputError",
+    "MappingError",
+    "RecordError",
+    "RulesError",
+    "StoreError",
+]
+
+
+class EngagementError(Exception):
+    """Base of every error raised on purpose by fhir_engagement."""
+
+
+class ConfigError(EngagementError):
+    """A configuration file is wrong; the program must not start with it."""
+
+    def __init__(self, file: str, where: str, reason: str) -> None:
+        self.file, self.where, self.reason = file, where, reason
+        at = f" at {where}" if where else ""
+        super().__init__(f"{file}{at}: {reason}")
+
+
+class MappingError(ConfigError):
+    """A file under mappings/ (signals, code sets, local codes) is wrong."""
+
+
+class RulesError(ConfigError):
+    """The rules table or calendar is wrong."""
+
+
+class InputError(EngagementError):
+    """Data from outside cannot be used; ``where`` says which file/position/path."""
+
+    def __init__(self, where: str, reason: str, raw: bytes = b"") -> None:
+        self.where, self.reason, self.raw = where, reason, raw
+        super().__init__(f"{where}: {reason}")
+
+
+class RecordError(InputError):
+    """One FHIR record (a resource, an NDJSON line, a Bundle entry) is unreadable."""
+
+
+class StoreError(EngagementError):
+    """The durable store failed; callers must not acknowledge input they could not keep."""

@@ -1,0 +1,125 @@
+"""(signal, pattern, status, age band) -> Decision: the rules-table cell that applies, and why.
+
+Pure: the pipeline passes in the child's history and status; nothing here reads a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from fhir_engagement.guidance import patterns as pat
+from fhir_engagement.guidance.rules import ActionSpec, Cell, Rules
+from fhir_engagement.guidance.status import column_of
+from fhir_engagement.guidance.workdays import due_at
+from fhir_engagement.model import Action, ChildStatus, Decision, Event, FlagChange, HistoryItem
+
+__all__ = ["Situation", "decide", "decide_retraction"]
+
+_UNKNOWN_AGE = "The child's age is unknown (no birth date): the rules treat them as a child."
+
+
+@dataclass(frozen=True, slots=True)
+class Situation:
+    """Everything the rules need about one signal of one event."""
+
+    event: Event
+    signal: str
+    history: Sequence[HistoryItem]
+    status: ChildStatus
+    band: str
+
+
+def decide(s: Situation, rules: Rules) -> Decision | None:
+    """The decision for one signal, or None when the guidance asks for nothing."""
+    finding = _finding(s, rules)
+    if finding is None:
+        return None
+    column = column_of(s.status)
+    cell = rules.cell(finding.name, column)
+    conditions = _conditions(s, rules)
+    specs = [a for a in cell.actions if a.when is None or a.when in conditions]
+    if s.band == "young-person" and finding.name in rules.young_person.situations:
+        specs = [a for a in specs if a.code not in rules.young_person.remove]
+        specs.append(rules.young_person.add)
+    flag = None
+    if cell.flag and (cell.flag.when is None or cell.flag.when in conditions):
+        flag = FlagChange(_flag_kind(cell.flag.code), cell.flag.code, cell.flag.priority,
+                          "clinical" if cell.flag.code == "over-engagement" else "safety")
+    statuses = ", ".join(sorted(s.status.statuses)) or "none known"
+    why = (f"Rule {cell.id} (rules {rules.version}) fired: {finding.reason}. "
+           f"Known status: {statuses}; age band: {s.band}.")
+    return _decision(s, rules, cell, specs, flag, why, finding.evidence)
+
+
+def decide_retraction(event: Event, signal: str, rules: Rules) -> Decision:
+    """A signal's event was corrected: nothing is deleted, the practitioner is asked to review."""
+    cell = rules.cell("retracted", "any")
+    why = (f"Rule {cell.id} (rules {rules.version}) fired: the triggering event {event.key} "
+           f"({signal}) was retracted by a later correction. Nothing was deleted; review whether "
+           "the actions already asked for still stand.")
+    probe = Situation(event, signal, (), ChildStatus(), "")
+    return _decision(probe, rules, cell, list(cell.actions), None, why, (event.key,))
+
+
+def _decision(
+    s: Situation, rules: Rules, cell: Cell, specs: list[ActionSpec], flag: FlagChange | None,
+    why: str, evidence: tuple[str, ...],
+) -> Decision:
+    tz = ZoneInfo(rules.timezone)
+    actions = tuple(
+        Action(a.code, a.priority, due_at(s.event.occurred, a.due_days, rules.holidays, tz),
+               rules.owner_roles[a.code])
+        for a in specs
+    )
+    notes = (cell.note,) if cell.note else ()
+    return Decision(
+        rule_id=cell.id,
+        rules_version=rules.version,
+        situation=cell.situation,
+        column=cell.column,
+        actions=actions,
+        flag=flag,
+        why=why,
+        evidence=tuple(dict.fromkeys((*evidence, *s.status.evidence))),
+        age_note=_UNKNOWN_AGE if s.band == "unknown" else "",
+        notes=notes,
+        event_date=s.event.occurred.astimezone(tz).date(),
+    )
+
+
+def _finding(s: Situation, rules: Rules) -> pat.Finding | None:
+    p, ev = rules.patterns, s.event
+    if s.signal in pat.MISSED:
+        stage = pat.wnb_stage(s.history, ev.key, ev.occurred, ev.service, p)
+        if s.signal == "no-access-visit" and s.band == "infant" and stage.name == "single":
+            stage = pat.Finding("repeat", "an infant's first no-access visit counts as repeat",
+                                stage.evidence)
+        return pat.Finding(f"{stage.name}-wnb", stage.reason, stage.evidence)
+    if s.signal == "family-cancelled":
+        return pat.intermittent(s.history, ev.key, ev.occurred, p)
+    if s.signal == "unscheduled-attendance":
+        return pat.over_engagement(s.history, ev.key, ev.occurred, ev.provider, p)
+    reasons = {
+        "refused-assessment": "a parent or carer declined assessment or treatment",
+        "left-against-advice": "the child was taken away against medical advice",
+        "left-before-seen": "the child left before care was given",
+    }
+    if s.signal in reasons:
+        return pat.Finding(s.signal, reasons[s.signal], (ev.key,))
+    return None
+
+
+def _conditions(s: Situation, rules: Rules) -> set[str]:
+    out = {"infant"} if s.band == "infant" else {"not-infant"}
+    if pat.letter_asked(s.history):
+        out.add("letter-asked")
+    window = rules.patterns.left_before_seen_window_days
+    if pat.happened_before(s.history, s.signal, s.event.occurred, window):
+        out.add("happened-before")
+    return out
+
+
+def _flag_kind(code: str) -> str:
+    return "over-engagement" if code == "over-engagement" else "engagement"

@@ -1,0 +1,492 @@
+"""FHIR JSON (R4, R4B, R5; resources and Bundles of any type) -> Event, PatientFacts, StatusFact.
+
+Works on parsed JSON (dicts), not fhir.resources models: every input resource passes through here
+and full validation costs ~70x the parse. Each field read is type-checked, so a wrong type becomes a
+RecordError naming the JSON path rather than a crash. The pipeline validates, with fhir.resources,
+only what it acts on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fhir_engagement.errors import RecordError
+from fhir_engagement.ingest.fhirtime import parse_datetime
+from fhir_engagement.model import STATUS_SYSTEMS, Event, PatientFacts, StatusFact
+
+__all__ = ["NHS_NUMBER_SYSTEM", "Reader", "Record", "nhs_number_is_valid", "reference_key"]
+
+NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+Record = Event | PatientFacts | StatusFact
+Json = Mapping[str, Any]
+
+_EVENT_TYPES = frozenset(STATUS_SYSTEMS)
+_CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition"})
+# Resources in a Bundle that only describe the notification or the write, never a child's event.
+_NOT_A_PATIENT = ("Location/", "Device/", "Practitioner", "HealthcareService/", "RelatedPerson/",
+                  "Organization/", "Group/")
+
+
+def nhs_number_is_valid(value: str) -> bool:
+    """Ten digits whose tenth is the modulus-11 check digit of the first nine."""
+    if len(value) != 10 or not value.isdigit():
+        return False
+    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    check = 0 if check == 11 else check
+    return check != 10 and check == int(value[9])
+
+
+def reference_key(ref: Any, aliases: Mapping[str, str], owner: str = "") -> str | None:
+    """A stable key for a Reference in any of its real-world forms, or None for display-only.
+
+    Relative and absolute URLs become ``Type/id``; ``urn:uuid`` resolves through the Bundle's
+    fullUrls; ``#id`` is a contained resource of ``owner``; an identifier-only reference becomes
+    ``nhs:NNN`` or ``id:system|value``.
+    """
+    if not isinstance(ref, Mapping):
+        return None
+    text = ref.get("reference")
+    if isinstance(text, str) and text:
+        return _key_of_reference_text(text, aliases, owner)
+    ident = ref.get("identifier")
+    if isinstance(ident, Mapping):
+        return _identifier_key(ident)
+    return None
+
+
+def _key_of_reference_text(text: str, aliases: Mapping[str, str], owner: str) -> str:
+    if text.startswith("#"):
+        return f"{owner}{text}"
+    if text.startswith("urn:"):
+        return aliases.get(text, text)
+    if "?" in text:  # conditional reference: Patient?identifier=system|value
+        query = text.split("?", 1)[1]
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            if name == "identifier" and "|" in value:
+                system, _, code = value.partition("|")
+                return _identifier_key({"system": system, "value": code}) or text
+        return text
+    parts = [p for p in text.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else text
+
+
+def _identifier_key(ident: Mapping[str, Any]) -> str | None:
+    system, value = ident.get("system"), ident.get("value")
+    if not isinstance(value, str) or not value:
+        return None
+    if system == NHS_NUMBER_SYSTEM:
+        return f"nhs:{value.replace(' ', '')}"
+    return f"id:{system}|{value}" if isinstance(system, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Reads FHIR JSON documents; told by the mappings which extensions fill which slots."""
+
+    extensions: Mapping[str, Mapping[str, tuple[str, ...]]]
+    status_codes: frozenset[str]
+    source: str = ""
+
+    def read(self, doc: Any, origin: str) -> Iterator[Record | RecordError]:
+        """Every record in a document (a resource or a Bundle, nested Bundles included).
+
+        Errors are yielded, not raised, so one bad entry does not lose the rest of the file.
+        """
+        if not isinstance(doc, Mapping):
+            yield RecordError(origin, f"expected a JSON object, got {_kind(doc)}")
+            return
+        if doc.get("resourceType") == "Bundle":
+            yield from self._bundle(doc, origin, {})
+        else:
+            yield from self._one(doc, origin, {}, "")
+
+    def _bundle(self, bundle: Json, origin: str, outer: dict[str, str]) -> Iterator[Any]:
+        entries = bundle.get("entry", [])
+        if not isinstance(entries, list):
+            yield RecordError(origin, "Bundle.entry: expected a list")
+            return
+        aliases = dict(outer)
+        for entry in entries:
+            res = entry.get("resource") if isinstance(entry, Mapping) else None
+            full = entry.get("fullUrl") if isinstance(entry, Mapping) else None
+            if isinstance(res, Mapping) and isinstance(full, str) and isinstance(res.get("id"), str):
+                aliases[full] = f"{res.get('resourceType')}/{res['id']}"
+        source = _meta_source(bundle) or self.source
+        for i, entry in enumerate(entries):
+            where = f"{origin} entry[{i}]"
+            if not isinstance(entry, Mapping):
+                yield RecordError(where, f"expected an object, got {_kind(entry)}")
+                continue
+            res = entry.get("resource")
+            if res is None:
+                continue  # request-only entries (DELETE, GET) and id-only notifications
+            if not isinstance(res, Mapping):
+                yield RecordError(f"{where}.resource", f"expected an object, got {_kind(res)}")
+            elif res.get("resourceType") == "Bundle":
+                yield from self._bundle(res, f"{where}.resource", aliases)
+            else:
+                full = entry.get("fullUrl")
+                yield from self._one(res, f"{where}.resource", aliases, source, full)
+
+    def _one(
+        self, res: Json, origin: str, aliases: Mapping[str, str], source: str, full: Any = None
+    ) -> Iterator[Record | RecordError]:
+        rtype = res.get("resourceType")
+        if not isinstance(rtype, str):
+            yield RecordError(origin, "no resourceType: not a FHIR resource")
+            return
+        if rtype not in _EVENT_TYPES and rtype not in _CONTEXT_TYPES:
+            return  # other resources are neither events nor context: nothing to do
+        try:
+            yield from self._records(rtype, res, origin, aliases, source, full)
+        except RecordError as exc:
+            yield exc
+
+    def _records(
+        self, rtype: str, res: Json, origin: str, aliases: Mapping[str, str], source: str, full: Any
+    ) -> Iterator[Record]:
+        ctx = _Ctx(res, rtype, origin, aliases, _meta_source(res) or source or self.source)
+        yield from ctx.contained_patients()
+        if rtype == "Patient":
+            yield ctx.patient(full)
+        elif rtype in _CONTEXT_TYPES:
+            fact = ctx.status_fact(self.status_codes)
+            if fact is not None:
+                yield fact
+        else:
+            yield ctx.event(self.extensions.get(rtype, {}))
+
+
+class _Ctx:
+    """Reading one resource: type-checked field access with the JSON path for errors."""
+
+    def __init__(
+        self, res: Json, rtype: str, origin: str, aliases: Mapping[str, str], source: str
+    ) -> None:
+        self.res, self.rtype, self.origin, self.aliases, self.source = (
+            res, rtype, origin, aliases, source)
+        rid = res.get("id")
+        self.key = f"{rtype}/{rid}" if isinstance(rid, str) and rid else ""
+
+    # -- typed access ------------------------------------------------------------------------
+    def fail(self, path: str, reason: str) -> RecordError:
+        return RecordError(f"{self.origin} ({self.rtype}.{path})", reason)
+
+    def text(self, obj: Json, name: str, path: str) -> str | None:
+        value = obj.get(name)
+        if value is None or isinstance(value, str):
+            return value
+        raise self.fail(f"{path}{name}", f"expected a string, got {_kind(value)}")
+
+    def obj(self, obj: Json, name: str, path: str) -> Json:
+        value = obj.get(name)
+        if value is None:
+            return {}
+        if isinstance(value, Mapping):
+            return value
+        raise self.fail(f"{path}{name}", f"expected an object, got {_kind(value)}")
+
+    def items(self, obj: Json, name: str, path: str) -> list[Any]:
+        value = obj.get(name)
+        if value is None:
+            return []
+        if isinstance(value, list):
+            return value
+        if isinstance(value, Mapping):  # R4 Coding where R5 has a list (Encounter.class)
+            return [value]
+        raise self.fail(f"{path}{name}", f"expected a list, got {_kind(value)}")
+
+    def concept(self, value: Any, path: str) -> set[str]:
+        """A CodeableConcept, a Coding, a CodeableReference or a bare code -> slot codes."""
+        if value is None:
+            return set()
+        if not isinstance(value, Mapping):
+            raise self.fail(path, f"expected a CodeableConcept, got {_kind(value)}")
+        if "concept" in value:  # R5 CodeableReference
+            return self.concept(value["concept"], f"{path}.concept")
+        out: set[str] = set()
+        if "code" in value and "coding" not in value:
+            out |= _coding(value, self, path)
+        for i, coding in enumerate(self.items(value, "coding", f"{path}.")):
+            out |= _coding(coding, self, f"{path}.coding[{i}]")
+        label = value.get("text")
+        if isinstance(label, str) and label.strip():
+            out.add(f"text:{label.strip().lower()}")
+        return out
+
+    def concepts(self, obj: Json, name: str) -> set[str]:
+        out: set[str] = set()
+        for i, item in enumerate(self.items(obj, name, "")):
+            out |= self.concept(item, f"{name}[{i}]")
+        return out
+
+    def extension_codes(self, urls: tuple[str, ...]) -> set[str]:
+        out: set[str] = set()
+        for i, ext in enumerate(self.items(self.res, "extension", "")):
+            if isinstance(ext, Mapping) and ext.get("url") in urls:
+                out |= self._extension_value(ext, f"extension[{i}]")
+        return out
+
+    def _extension_value(self, ext: Json, path: str) -> set[str]:
+        for name in ("valueCodeableConcept", "valueCoding"):
+            if name in ext:
+                return self.concept(ext[name], f"{path}.{name}")
+        for name in ("valueCode", "valueString"):
+            value = ext.get(name)
+            if isinstance(value, str) and value.strip():
+                return {f"text:{value.strip().lower()}"}
+        return set()
+
+    def extension_reference(self, urls: tuple[str, ...]) -> str | None:
+        for ext in self.items(self.res, "extension", ""):
+            if isinstance(ext, Mapping) and ext.get("url") in urls:
+                key = reference_key(ext.get("valueReference"), self.aliases, self.key)
+                if key:
+                    return key
+        return None
+
+    def when(self, *candidates: tuple[Json, str, str]) -> datetime | None:
+        """The first of the candidate times present; None when there is none (the pipeline
+        rejects a timeless event only if it raises a signal: a booked one needs no time)."""
+        for obj, name, path in candidates:
+            raw = self.text(obj, name, path)
+            if raw:
+                parsed = parse_datetime(raw)
+                if parsed is None:
+                    raise self.fail(f"{path}{name}", f"not a FHIR dateTime: {raw!r}")
+                return parsed
+        return None
+
+    # -- records -----------------------------------------------------------------------------
+    def contained_patients(self) -> Iterator[PatientFacts]:
+        for i, item in enumerate(self.items(self.res, "contained", "")):
+            if isinstance(item, Mapping) and item.get("resourceType") == "Patient":
+                inner = _Ctx(item, "Patient", f"{self.origin} contained[{i}]", self.aliases,
+                             self.source)
+                local = f"{self.key}#{item.get('id', '')}"
+                facts = inner.patient(None)
+                yield PatientFacts((local, *facts.aliases), facts.nhs_number, facts.birth_date,
+                                   facts.origin)
+
+    def patient(self, full: Any) -> PatientFacts:
+        aliases = [self.key] if self.key else []
+        if isinstance(full, str) and full and not full.startswith(f"{self.key}"):
+            aliases.append(full if full.startswith("urn:") else _key_of_reference_text(full, {}, ""))
+        nhs = None
+        for i, ident in enumerate(self.items(self.res, "identifier", "")):
+            if not isinstance(ident, Mapping):
+                raise self.fail(f"identifier[{i}]", f"expected an object, got {_kind(ident)}")
+            key = _identifier_key(ident)
+            if key is None:
+                continue
+            if key.startswith("nhs:"):
+                if not nhs_number_is_valid(key[4:]):
+                    continue  # kept as given nowhere: an invalid NHS number must not merge children
+                nhs = key[4:]
+            aliases.append(key)
+        birth = self.text(self.res, "birthDate", "")
+        return PatientFacts(tuple(dict.fromkeys(a for a in aliases if a)), nhs, birth, self.origin)
+
+    def status_fact(self, status_codes: frozenset[str]) -> StatusFact | None:
+        codes = frozenset(self.concept(self.res.get("code"), "code"))
+        if codes.isdisjoint(status_codes):
+            return None
+        patient = reference_key(self.obj(self.res, "subject", ""), self.aliases, self.key)
+        if patient is None:
+            raise self.fail("subject", "a status Flag/Condition must name its patient")
+        if self.rtype == "Flag":
+            period = self.obj(self.res, "period", "")
+            start, end = self._maybe(period, "start", "period."), self._maybe(period, "end", "period.")
+            active = self.text(self.res, "status", "") == "active"
+        else:
+            start = self._maybe(self.res, "onsetDateTime", "") or self._maybe(
+                self.obj(self.res, "onsetPeriod", ""), "start", "onsetPeriod.") or self._maybe(
+                self.res, "recordedDate", "")
+            end = self._maybe(self.res, "abatementDateTime", "") or self._maybe(
+                self.obj(self.res, "abatementPeriod", ""), "end", "abatementPeriod.")
+            clinical = self.concept(self.res.get("clinicalStatus"), "clinicalStatus")
+            active = not clinical or any(c.endswith(("|active", "|recurrence", "|relapse"))
+                                         for c in clinical)
+        return StatusFact(self.key or self.origin, patient, codes, start, end, active)
+
+    def _maybe(self, obj: Json, name: str, path: str) -> datetime | None:
+        raw = self.text(obj, name, path)
+        return parse_datetime(raw) if raw else None
+
+    def event(self, extensions: Mapping[str, tuple[str, ...]]) -> Event:
+        if not self.key:
+            raise self.fail("id", "an event resource needs an id to be recognised when re-sent")
+        status = self.text(self.res, "status", "")
+        if not status:
+            raise self.fail("status", "missing: cannot tell what happened")
+        slots = {"status": {f"{STATUS_SYSTEMS[self.rtype]}|{status}"}}
+        for slot, urls in extensions.items():
+            if slot != "provider":
+                slots.setdefault(slot, set()).update(self.extension_codes(urls))
+        reader = _EVENT_READERS[self.rtype]
+        occurred, patient_ref, provider, service, performer = reader(self, slots)
+        meta = self.obj(self.res, "meta", "")
+        version = self.text(meta, "lastUpdated", "meta.") or self.text(meta, "versionId", "meta.")
+        if "provider" in extensions:  # the booking organisation outranks where it took place
+            provider = self.extension_reference(extensions["provider"]) or provider
+        return Event(
+            key=self.key,
+            resource_type=self.rtype,
+            occurred=occurred,
+            patient=reference_key(patient_ref, self.aliases, self.key),
+            subject=_clean_reference(patient_ref),
+            slots={k: frozenset(v) for k, v in slots.items() if v},
+            origin=self.origin,
+            source=self.source,
+            provider=provider,
+            service=service,
+            performer=_clean_reference(performer),
+            version=version or "",
+            raw=self.res,
+        )
+
+
+def _appointment(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+    res = ctx.res
+    reason = res.get("cancelationReason", res.get("cancellationReason"))
+    slots["cancellation-reason"] = ctx.concept(reason, "cancelationReason")
+    visit = ctx.concept(res.get("appointmentType"), "appointmentType")
+    for name in ("serviceType", "serviceCategory", "specialty", "class"):
+        visit |= ctx.concepts(res, name)
+    slots["visit"] = visit
+    patient, performer, place = _appointment_actors(ctx)
+    if patient is None and isinstance(res.get("subject"), Mapping):
+        patient = res["subject"]
+    occurred = ctx.when((res, "start", ""), (res, "cancellationDate", ""),
+                        (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
+    service = _first_code(slots["visit"]) or reference_key(performer, ctx.aliases, ctx.key)
+    return occurred, patient, place, service, performer
+
+
+def _appointment_actors(ctx: _Ctx) -> tuple[Any, Any, str | None]:
+    patient = performer = place = None
+    for i, part in enumerate(ctx.items(ctx.res, "participant", "")):
+        if not isinstance(part, Mapping):
+            raise ctx.fail(f"participant[{i}]", f"expected an object, got {_kind(part)}")
+        actor = ctx.obj(part, "actor", f"participant[{i}].")
+        kind = _actor_type(actor, ctx)
+        if kind == "Patient" and patient is None:
+            patient = actor
+        elif kind in ("HealthcareService", "Location") and place is None:
+            place = reference_key(actor, ctx.aliases, ctx.key)
+        elif kind.startswith("Practitioner") and performer is None:
+            performer = actor
+    return patient, performer, place
+
+
+def _actor_type(actor: Json, ctx: _Ctx) -> str:
+    declared = actor.get("type")
+    if isinstance(declared, str):
+        return declared
+    ref = actor.get("reference")
+    if not isinstance(ref, str):
+        return ""
+    if ref.startswith("#"):
+        for item in ctx.items(ctx.res, "contained", ""):
+            if isinstance(item, Mapping) and f"#{item.get('id')}" == ref:
+                return str(item.get("resourceType", ""))
+        return ""
+    key = ctx.aliases.get(ref, ref) if ref.startswith("urn:") else ref
+    if "?" in key:
+        return key.split("?", 1)[0].rsplit("/", 1)[-1]
+    parts = [p for p in key.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def _encounter(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+    res = ctx.res
+    slots["class"] = ctx.concepts(res, "class")
+    kinds = ctx.concepts(res, "type") | ctx.concepts(res, "serviceType")
+    slots["type"] = kinds
+    stay = ctx.obj(res, "hospitalization", "") or ctx.obj(res, "admission", "")
+    slots.setdefault("discharge", set()).update(
+        ctx.concept(stay.get("dischargeDisposition"), "hospitalization.dischargeDisposition"))
+    slots["subject-status"] = ctx.concept(res.get("subjectStatus"), "subjectStatus")
+    period = ctx.obj(res, "period", "") or ctx.obj(res, "actualPeriod", "")
+    occurred = ctx.when((period, "end", "period."), (period, "start", "period."),
+                        (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
+    provider = reference_key(ctx.obj(res, "serviceProvider", ""), ctx.aliases, ctx.key)
+    performer = None
+    for part in ctx.items(res, "participant", ""):
+        if isinstance(part, Mapping):
+            performer = part.get("individual") or part.get("actor")
+            if isinstance(performer, Mapping):
+                break
+    service = _first_code(kinds) or provider
+    return occurred, ctx.obj(res, "subject", ""), provider, service, performer
+
+
+def _procedure(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+    res = ctx.res
+    slots["status-reason"] = ctx.concept(res.get("statusReason"), "statusReason")
+    performed = ctx.obj(res, "performedPeriod", "") or ctx.obj(res, "occurrencePeriod", "")
+    occurred = ctx.when((res, "performedDateTime", ""), (res, "occurrenceDateTime", ""),
+                        (performed, "start", "performedPeriod."),
+                        (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
+    return occurred, ctx.obj(res, "subject", ""), None, _first_code(ctx.concept(
+        res.get("code"), "code")), None
+
+
+def _service_request(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+    res = ctx.res
+    occurred = ctx.when((res, "occurrenceDateTime", ""), (res, "authoredOn", ""),
+                        (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
+    requester = res.get("requester") if isinstance(res.get("requester"), Mapping) else None
+    return occurred, ctx.obj(res, "subject", ""), None, _first_code(ctx.concept(
+        res.get("code"), "code")), requester
+
+
+_EVENT_READERS = {
+    "Appointment": _appointment,
+    "Encounter": _encounter,
+    "Procedure": _procedure,
+    "ServiceRequest": _service_request,
+}
+
+
+def _coding(coding: Any, ctx: _Ctx, path: str) -> set[str]:
+    if not isinstance(coding, Mapping):
+        raise ctx.fail(path, f"expected a Coding, got {_kind(coding)}")
+    code, system = coding.get("code"), coding.get("system")
+    if code is None:
+        return set()
+    if not isinstance(code, str):
+        raise ctx.fail(f"{path}.code", f"expected a string, got {_kind(code)}")
+    return {f"{system}|{code.strip()}" if isinstance(system, str) else f"text:{code.strip().lower()}"}
+
+
+def _first_code(codes: set[str]) -> str | None:
+    coded = sorted(c for c in codes if not c.startswith("text:"))
+    return coded[0] if coded else None
+
+
+def _clean_reference(ref: Any) -> dict[str, Any] | None:
+    if not isinstance(ref, Mapping):
+        return None
+    out = {k: ref[k] for k in ("reference", "type", "identifier", "display") if k in ref}
+    return out or None
+
+
+def _meta_source(res: Json) -> str:
+    meta = res.get("meta")
+    source = meta.get("source") if isinstance(meta, Mapping) else None
+    return source if isinstance(source, str) else ""
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), "a value")

@@ -1,0 +1,62 @@
+"""FHIR date/dateTime/instant strings -> aware datetimes, tolerating what real files hold.
+
+Real data has 7-digit fractions (``datetime.fromisoformat`` silently truncates them on 3.11+ only
+after we cut them), ``Z``, partial dates (``2012``, ``2012-05``) and local times with no offset.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time
+from zoneinfo import ZoneInfo
+
+__all__ = ["LONDON", "earliest_date", "latest_date", "parse_datetime"]
+
+LONDON = ZoneInfo("Europe/London")
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def parse_datetime(value: str, tz: ZoneInfo = LONDON) -> datetime | None:
+    """An aware UTC datetime, or None when the text is not a FHIR date/dateTime.
+
+    A date without a time is taken as local midnight: an appointment's day is what matters.
+    """
+    text = value.strip()
+    if len(text) < 4:
+        return None
+    if len(text) <= 10:
+        day = earliest_date(text)
+        return datetime.combine(day, time(), tz).astimezone(UTC) if day else None
+    text = _FRACTION.sub(r"\1", text.replace("Z", "+00:00").replace("z", "+00:00"))
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(UTC)
+
+
+def earliest_date(value: str) -> date | None:
+    """The first day a partial FHIR date can mean (``2012`` -> 2012-01-01)."""
+    return _partial(value, latest=False)
+
+
+def latest_date(value: str) -> date | None:
+    """The last day a partial FHIR date can mean (``2012-02`` -> 2012-02-29)."""
+    return _partial(value, latest=True)
+
+
+def _partial(value: str, latest: bool) -> date | None:
+    parts = value.strip()[:10].split("-")
+    try:
+        year = int(parts[0])
+        month = int(parts[1]) if len(parts) > 1 else (12 if latest else 1)
+        if len(parts) > 2:
+            return date(year, month, int(parts[2]))
+        if not latest:
+            return date(year, month, 1)
+        first_of_next = date(year + (month == 12), month % 12 + 1, 1)
+        return date.fromordinal(first_of_next.toordinal() - 1)
+    except (ValueError, IndexError):
+        return None

@@ -1,0 +1,87 @@
+"""Files and folders -> parsed JSON documents, each with its origin (file, line or entry).
+
+Recognises ``.json`` (one resource or Bundle), ``.ndjson``/``.jsonl`` (Bulk Data export: one
+resource a line) and either of them gzipped. A folder is walked recursively in name order, so a
+replay is repeatable; files of other kinds in a folder are counted as skipped, never read.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_engagement.errors import RecordError
+
+__all__ = ["Document", "Skipped", "iter_documents"]
+
+_BOM = b"\xef\xbb\xbf"
+_JSON = (".json",)
+_NDJSON = (".ndjson", ".jsonl")
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One parsed JSON value and where it came from (``file`` or ``file:line``)."""
+
+    value: Any
+    origin: str
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file in a folder that is not a kind replay reads."""
+
+    path: str
+
+
+def iter_documents(paths: list[Path]) -> Iterator[Document | RecordError | Skipped]:
+    """Every document under ``paths``; unreadable ones come out as RecordError, not exceptions."""
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                yield from _file(child, named=False)
+        elif path.exists():
+            yield from _file(path, named=True)
+        else:
+            yield RecordError(str(path), "no such file or folder")
+
+
+def _file(path: Path, named: bool) -> Iterator[Document | RecordError | Skipped]:
+    name = path.name.lower().removesuffix(".gz")
+    if not name.endswith(_JSON + _NDJSON):
+        if named:
+            yield RecordError(str(path), "not a file replay reads (.json, .ndjson, .jsonl, .gz)")
+        else:
+            yield Skipped(str(path))
+        return
+    try:
+        data = path.read_bytes()
+        if path.name.lower().endswith(".gz"):
+            data = gzip.decompress(data)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        yield RecordError(str(path), f"cannot read: {exc}")
+        return
+    if name.endswith(_NDJSON):
+        yield from _lines(data, str(path))
+    else:
+        yield _parse(data.removeprefix(_BOM), str(path))
+
+
+def _lines(data: bytes, origin: str) -> Iterator[Document | RecordError]:
+    for number, line in enumerate(data.removeprefix(_BOM).split(b"\n"), start=1):
+        if line.strip():
+            yield _parse(line, f"{origin}:{number}")
+
+
+def _parse(data: bytes, origin: str) -> Document | RecordError:
+    try:
+        return Document(orjson.loads(data), origin, data)
+    except orjson.JSONDecodeError as exc:
+        where = f"{origin}:{exc.lineno}:{exc.colno}" if ":" not in origin else origin
+        return RecordError(where, f"not valid JSON: {exc.msg}", data)

@@ -1,0 +1,193 @@
+"""The pipeline's vocabulary: light frozen values that flow ingest -> signals -> guidance -> decisions.
+
+These are deliberately not fhir.resources models: the replay hot path builds one Event per input
+resource and full pydantic validation costs ~70x a JSON parse. Validation happens at the edges
+(what we act on, what we write), not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+__all__ = [
+    "ACTION_CODES",
+    "CONCERN_CODES",
+    "Action",
+    "ChildStatus",
+    "Decision",
+    "Event",
+    "FlagChange",
+    "HistoryItem",
+    "PatientFacts",
+    "REFERENCE_SLOTS",
+    "SIGNAL_CODES",
+    "SLOTS",
+    "STATUS_SYSTEMS",
+    "Signal",
+    "StatusFact",
+]
+
+Reference = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One Appointment/Encounter/Procedure, normalised across R4, R4B and R5.
+
+    ``slots`` holds every coded value the mappings may match, as ``system|code`` strings and
+    ``text:<lower-case text>`` for text-only concepts, keyed by slot name (status, class, ...).
+    """
+
+    key: str
+    resource_type: str
+    occurred: datetime | None
+    patient: str | None
+    subject: Reference | None
+    slots: Mapping[str, frozenset[str]]
+    origin: str
+    source: str = ""
+    provider: str | None = None
+    service: str | None = None
+    performer: Reference | None = None
+    version: str = ""
+    raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PatientFacts:
+    """What a Patient resource tells us: the aliases it is known by, NHS number and birth date."""
+
+    aliases: tuple[str, ...]
+    nhs_number: str | None
+    birth_date: str | None
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFact:
+    """A status-bearing Flag/Condition: codes, the child it is about and when it applies."""
+
+    key: str
+    patient: str
+    codes: frozenset[str]
+    start: datetime | None
+    end: datetime | None
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A disengagement signal raised by one event; ``rule`` names the mapping rule that fired."""
+
+    code: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """One signal in a child's history, as the pattern counter sees it."""
+
+    event_key: str
+    signal: str
+    occurred: datetime
+    service: str | None = None
+    provider: str | None = None
+    situation: str = ""
+    asked: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ChildStatus:
+    """The child's known statuses at the event (cpp, lac, cin, vulnerable) and their evidence."""
+
+    statuses: frozenset[str] = frozenset()
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One Task to raise: what, how urgent, by when and for which role."""
+
+    code: str
+    priority: str
+    due: datetime
+    owner_role: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    """The Flag state a decision asks for; the Flag builder never lowers an existing one."""
+
+    kind: str
+    code: str
+    priority: str
+    category: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the guidance says about one signal, with the reasons it gives."""
+
+    rule_id: str
+    rules_version: str
+    situation: str
+    column: str
+    actions: tuple[Action, ...]
+    flag: FlagChange | None
+    why: str
+    evidence: tuple[str, ...] = ()
+    age_note: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    event_date: date | None = None
+
+
+# The vocabulary shared by the readers (ingest) and the mapping files (signals): which slots each
+# resource type fills, and which system a bare status code in a mapping file belongs to.
+SIGNAL_CODES = frozenset(
+    {
+        "not-brought",
+        "no-access-visit",
+        "family-cancelled",
+        "refused-assessment",
+        "left-before-seen",
+        "left-against-advice",
+        "unscheduled-attendance",
+        "attended",
+    }
+)
+SLOTS: Mapping[str, frozenset[str]] = {
+    "Appointment": frozenset(
+        {"status", "cancellation-reason", "visit", "attendance", "delivery-channel"}
+    ),
+    "Encounter": frozenset(
+        {"status", "class", "type", "discharge", "ed-outcome", "subject-status",
+         "outcome-of-attendance"}
+    ),
+    "Procedure": frozenset({"status", "status-reason"}),
+    "ServiceRequest": frozenset({"status", "status-reason"}),
+}
+STATUS_SYSTEMS: Mapping[str, str] = {
+    "Appointment": "http://hl7.org/fhir/appointmentstatus",
+    "Encounter": "http://hl7.org/fhir/encounter-status",
+    "Procedure": "http://hl7.org/fhir/event-status",
+    "ServiceRequest": "http://hl7.org/fhir/request-status",
+}
+# Slots whose values are references (read from extensions), not codes.
+REFERENCE_SLOTS = frozenset({"provider"})
+ACTION_CODES = frozenset(
+    {
+        "review-impact", "send-wnb-letter", "inform-gp", "inform-health-visitor",
+        "inform-social-worker", "safeguarding-lead-review", "contact-childrens-services",
+        "neglect-referral", "same-day-follow-up", "senior-review-refusal", "curiosity-review",
+        "named-doctor-review", "classify-attendance",
+    }
+)
+CONCERN_CODES = frozenset(
+    {
+        "disengagement-single", "disengagement-repeat", "disengagement-persistent",
+        "disengagement-intermittent", "left-against-advice", "over-engagement",
+    }
+)

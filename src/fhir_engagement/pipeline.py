@@ -1,0 +1,257 @@
+"""THE path: records -> signals -> guidance -> decisions -> outbox rows, in the store.
+
+Replay uses it today; the listener and the MLLP server will use it the same way. Context records
+(patients, status Flags/Conditions) are kept as they come; events must be handed over in
+event-time order (replay sorts them) so that the same events always give the same outputs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from fhir_engagement.config import Settings, default_codesystems_dir
+from fhir_engagement.decisions.codesystems import CodeSystems, load_codesystems
+from fhir_engagement.decisions.flag import FlagState, flag_resource, merge_flag
+from fhir_engagement.decisions.ids import (
+    flag_id,
+    full_url,
+    provenance_id,
+    reference_for,
+    task_id,
+)
+from fhir_engagement.decisions.provenance import provenance_resource
+from fhir_engagement.decisions.task import OwnerRef, task_resource
+from fhir_engagement.decisions.validate import OutputInvalid, validate_output
+from fhir_engagement.errors import RecordError
+from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
+from fhir_engagement.guidance.rules import Rules, load_rules
+from fhir_engagement.guidance.status import age_band, age_in_years, child_status
+from fhir_engagement.ingest.fhir import Reader, Record
+from fhir_engagement.ingest.fhirtime import latest_date
+from fhir_engagement.ingest.validate import validate_input
+from fhir_engagement.model import (
+    Action,
+    Decision,
+    Event,
+    HistoryItem,
+    PatientFacts,
+    Signal,
+    StatusFact,
+)
+from fhir_engagement.signals.extract import extract, is_correction
+from fhir_engagement.signals.mappings import Mappings, load_mappings
+from fhir_engagement.store.base import OutputRow, SignalRow, Store
+
+__all__ = ["Engine", "Pipeline", "load_engine"]
+
+# Signals that only feed patterns and chronology; every other one is acted on, so validated.
+_PASSIVE = frozenset({"attended"})
+# A correction can take these back (noshow keyed in error, a discharge cancelled).
+_RETRACTABLE = frozenset({"not-brought", "no-access-visit", "family-cancelled",
+                          "refused-assessment", "left-before-seen", "left-against-advice"})
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """Everything loaded and checked at start-up: mappings, rules, CodeSystems, the reader."""
+
+    mappings: Mappings
+    rules: Rules
+    systems: CodeSystems
+    reader: Reader
+
+
+def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
+    """Load every data file; raises ConfigError (file, key, line) on the first fault."""
+    mappings = load_mappings(settings.mappings_dir)
+    rules = load_rules(settings.mappings_dir)
+    systems = load_codesystems(codesystems or default_codesystems_dir())
+    status_codes = frozenset().union(*(s.codes | s.ended_by for s in mappings.statuses))
+    reader = Reader(mappings.extensions, status_codes, settings.source)
+    return Engine(mappings, rules, systems, reader)
+
+
+class Pipeline:
+    """Applies the guidance to records, writing outputs to the store's outbox for one run."""
+
+    def __init__(self, engine: Engine, store: Store, run: int) -> None:
+        self.engine, self.store, self.run = engine, store, run
+        self.stats: Counter[str] = Counter()
+        self._tz = ZoneInfo(engine.rules.timezone)
+
+    # -- context ----------------------------------------------------------------------------
+    def accept_context(self, record: Record) -> None:
+        """Keep a Patient or status Flag/Condition; events go through ``process``."""
+        if isinstance(record, PatientFacts):
+            if record.aliases:
+                self.store.add_patient(record)
+                self.stats["patients"] += 1
+        elif isinstance(record, StatusFact):
+            self.store.add_status(record)
+            self.stats["status records"] += 1
+
+    def reject(self, error: RecordError, raw: bytes) -> None:
+        """Keep what could not be used in the dead-letter store, with where and why."""
+        self.store.dead_letter(error.where, error.reason, raw)
+        self.stats["rejected"] += 1
+
+    # -- events -----------------------------------------------------------------------------
+    def process(self, event: Event) -> None:
+        """Apply the guidance to one event. Raises RecordError for an event we cannot act on."""
+        self.stats["events"] += 1
+        signals = extract(event, self.engine.mappings)
+        previous = self.store.signals_of(event.key)
+        if previous and self._stale(event, previous):
+            self.stats["stale versions"] += 1
+            return
+        codes = {s.code for s in signals}
+        new = [s for s in signals if s.code not in previous or previous[s.code].retracted]
+        gone = [c for c, row in previous.items()
+                if c not in codes and c in _RETRACTABLE and not row.retracted]
+        if gone and not is_correction(event, self.engine.mappings):
+            gone = []  # changed, but not a correction (re-booked, say): earlier signals stand
+        if not new and not gone:
+            if signals:
+                self.stats["duplicates"] += 1
+            return
+        if event.occurred is None and codes <= _PASSIVE:
+            self.stats["undated attendances ignored"] += 1
+            return
+        if event.occurred is None:
+            raise RecordError(event.origin, f"{event.key} raises {', '.join(sorted(codes))} but "
+                              "carries no time (start, period, performed, meta.lastUpdated)")
+        if event.patient is None:
+            raise RecordError(event.origin, f"{event.key} names no patient the adapter can "
+                              "identify (missing or display-only reference)")
+        if any(s.code not in _PASSIVE for s in new) and event.raw is not None:
+            validate_input(event.raw, event.origin)
+        child, band = self._child(event)
+        for signal in new:
+            self._signal(event, signal, child, band)
+        for code in sorted(gone):
+            self._retract(event, code, child)
+
+    def _stale(self, event: Event, previous: Mapping[str, SignalRow]) -> bool:
+        """An older version re-sent after a newer one must not undo the newer one's signals."""
+        known = max((r.version for r in previous.values()), default="")
+        return bool(event.version and known and event.version < known)
+
+    def _child(self, event: Event) -> tuple[str, str]:
+        alias = event.patient or ""
+        record = self.store.child_of(alias)
+        child = record.key if record else alias
+        birth = latest_date(record.birth_date) if record and record.birth_date else None
+        years = age_in_years(birth, event.occurred.astimezone(self._tz).date())
+        return child, age_band(years, self.engine.rules.patterns)
+
+    def _signal(self, event: Event, signal: Signal, child: str, band: str) -> None:
+        self.stats[f"signal {signal.code}"] += 1
+        item = HistoryItem(event.key, signal.code, event.occurred, event.service, event.provider)
+        if band == "adult":
+            self.stats["adults excluded"] += 1
+            self.store.add_signal(child, item, band, event.origin, event.version)
+            return
+        decision = None
+        if signal.code not in _PASSIVE:
+            history = self.store.history_before(child, event.occurred)
+            status = child_status(self.store.status_facts(child), event.occurred,
+                                  self.engine.mappings.statuses, band)
+            decision = decide(Situation(event, signal.code, history, status, band),
+                              self.engine.rules)
+        if decision is not None:
+            self._write(decision, event, child, signal.code)
+            item = HistoryItem(event.key, signal.code, event.occurred, event.service,
+                               event.provider, decision.situation,
+                               frozenset(a.code for a in decision.actions))
+        self.store.add_signal(child, item, band, event.origin, event.version)
+
+    def _retract(self, event: Event, code: str, child: str) -> None:
+        row = self.store.signals_of(event.key)[code]
+        self.store.retract(event.key, code)
+        self.stats[f"retracted {code}"] += 1
+        if row.situation:  # only a signal that asked for something needs a second look
+            self._write(decide_retraction(event, code, self.engine.rules), event, child, code)
+
+    # -- outputs ----------------------------------------------------------------------------
+    def _write(self, decision: Decision, event: Event, child: str, signal: str) -> None:
+        subject = reference_for(self._subject_key(event, child))
+        kind = "over-engagement" if decision.situation == "over-engagement" else "engagement"
+        flag_url, flag_changed = self._flag(decision, event, child, kind, subject)
+        targets = [flag_url] if flag_changed and flag_url else []
+        for action in decision.actions:
+            tid = task_id(child, event.key, action.code, decision.situation)
+            if self.store.has_output(tid):
+                continue
+            task = task_resource(tid, action, decision, event, subject, flag_url,
+                                 self._owner(action, event), self.engine.systems,
+                                 self._barriers(event))
+            self._put(tid, "Task", child, task)
+            self.stats[f"task {action.code}"] += 1
+            targets.append(full_url(tid))
+        if targets:
+            pid = provenance_id(child, event.key, signal, decision.rule_id)
+            prov = provenance_resource(pid, targets, decision, event, self.engine.mappings.digest)
+            self._put(pid, "Provenance", child, prov)
+
+    def _flag(
+        self, decision: Decision, event: Event, child: str, kind: str, subject: dict[str, object]
+    ) -> tuple[str | None, bool]:
+        """Escalate (never lower) the child's Flag; return its fullUrl and whether it changed."""
+        fid = flag_id(child, kind)
+        row = self.store.output(fid)
+        current = _flag_state(row.resource) if row else None
+        if decision.flag is None:
+            if row is None:
+                return None, False
+            self.store.put_output(row, self.run)  # re-sent so the Tasks' reference resolves
+            return full_url(fid), False
+        state = merge_flag(current, decision.flag, event.occurred, decision.evidence)
+        if state != current:
+            self._put(fid, "Flag", child, flag_resource(fid, state, subject, self.engine.systems))
+            return full_url(fid), True
+        self.store.put_output(row, self.run)  # type: ignore[arg-type]
+        return full_url(fid), False
+
+    def _put(self, rid: str, kind: str, child: str, resource: dict[str, object]) -> None:
+        try:
+            validate_output(resource)
+        except OutputInvalid as exc:
+            raise RecordError(rid, f"the {kind} built for this event is not valid FHIR: {exc}") \
+                from exc
+        self.store.put_output(OutputRow(rid, kind, child, orjson.dumps(resource)), self.run)
+
+    def _subject_key(self, event: Event, child: str) -> str:
+        alias = event.patient or child
+        return child if alias.startswith("urn:") or "#" in alias else alias
+
+    def _owner(self, action: Action, event: Event) -> OwnerRef:
+        owner = self.engine.rules.owners[action.owner_role]
+        if action.owner_role == "expecting-practitioner" and event.performer:
+            return dict(event.performer), owner.text
+        return owner.reference, owner.text
+
+    def _barriers(self, event: Event) -> tuple[str, ...]:
+        barrier = self.engine.mappings.codesets.get("barrier", frozenset())
+        found = event.slots.get("cancellation-reason", frozenset()) & barrier
+        return tuple(sorted(self.engine.mappings.displays.get(c, c) for c in found))
+
+
+def _flag_state(raw: bytes) -> FlagState:
+    """Read a stored Flag back into the state the escalation works on."""
+    flag = orjson.loads(raw)
+    priority = next(e["valueCodeableConcept"]["coding"][0]["code"] for e in flag["extension"]
+                    if e["url"].endswith("/flag-priority"))
+    evidence = tuple(e["valueReference"]["reference"] for e in flag["extension"]
+                     if e["url"].endswith("/flag-detail"))
+    kind = "over-engagement" if flag["code"]["coding"][0]["code"] == "over-engagement" \
+        else "engagement"
+    return FlagState(kind, flag["code"]["coding"][0]["code"], priority,
+                     flag["category"][0]["coding"][0]["code"],
+                     datetime.fromisoformat(flag["period"]["start"]), evidence)

@@ -1,0 +1,11 @@
+"""Durable state behind one interface (base.Store); SQLite is the embedded default."""
+
+from fhir_engagement.store.base import Store
+from fhir_engagement.store.sqlite import SqliteStore
+
+__all__ = ["SqliteStore", "Store", "open_store"]
+
+
+def open_store(location: str) -> Store:
+    """The store named by the settings (a SQLite path, or ':memory:' for a throwaway run)."""
+    return SqliteStore(location)

@@ -1,0 +1,65 @@
+-- fhir-engagement durable state (SQLite). Times are ISO 8601 UTC text, so they sort as text.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  started TEXT NOT NULL,
+  description TEXT NOT NULL
+);
+
+-- Every name a patient is known by (Patient/x, urn:uuid:..., nhs:NNN, id:system|value) -> the child.
+CREATE TABLE IF NOT EXISTS aliases (
+  alias TEXT PRIMARY KEY,
+  child TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS children (
+  child TEXT PRIMARY KEY,
+  birth_date TEXT
+);
+
+CREATE TABLE IF NOT EXISTS status (
+  key TEXT PRIMARY KEY,
+  patient TEXT NOT NULL,
+  codes TEXT NOT NULL,
+  start TEXT,
+  "end" TEXT,
+  active INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS status_patient ON status (patient);
+
+-- One row per (event, signal): the child's engagement history and the chronology.
+CREATE TABLE IF NOT EXISTS signals (
+  event_key TEXT NOT NULL,
+  signal TEXT NOT NULL,
+  child TEXT NOT NULL,
+  occurred TEXT NOT NULL,
+  service TEXT,
+  provider TEXT,
+  band TEXT NOT NULL,
+  situation TEXT NOT NULL DEFAULT '',
+  asked TEXT NOT NULL DEFAULT '',
+  retracted INTEGER NOT NULL DEFAULT 0,
+  version TEXT NOT NULL DEFAULT '',
+  origin TEXT NOT NULL,
+  PRIMARY KEY (event_key, signal)
+);
+CREATE INDEX IF NOT EXISTS signals_child ON signals (child, occurred);
+
+-- The outbox: every Flag, Task and Provenance decided, by deterministic id.
+CREATE TABLE IF NOT EXISTS outputs (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  child TEXT NOT NULL,
+  resource BLOB NOT NULL,
+  run INTEGER NOT NULL,
+  seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outputs_run ON outputs (run, seq);
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  received TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  raw BLOB NOT NULL
+);
