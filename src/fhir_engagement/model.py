@@ -15,6 +15,10 @@ from typing import Any
 __all__ = [
     "ACTION_CODES",
     "CONCERN_CODES",
+    "REFERENCE_SLOTS",
+    "SIGNAL_CODES",
+    "SLOTS",
+    "STATUS_SYSTEMS",
     "Action",
     "ChildStatus",
     "Decision",
@@ -22,12 +26,9 @@ __all__ = [
     "FlagChange",
     "HistoryItem",
     "PatientFacts",
-    "REFERENCE_SLOTS",
-    "SIGNAL_CODES",
-    "SLOTS",
-    "STATUS_SYSTEMS",
     "Signal",
     "StatusFact",
+    "StatusRule",
 ]
 
 Reference = Mapping[str, Any]
@@ -76,6 +77,15 @@ class StatusFact:
     start: datetime | None
     end: datetime | None
     active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRule:
+    """A known status (cpp, lac, cin, vulnerable): the codes that give it and those that end it."""
+
+    name: str
+    codes: frozenset[str]
+    ended_by: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)

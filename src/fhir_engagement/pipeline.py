@@ -28,7 +28,7 @@ from fhir_engagement.decisions.ids import (
 )
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
-from fhir_engagement.decisions.validate import OutputInvalid, validate_output
+from fhir_engagement.decisions.validate import InvalidOutputError, validate_output
 from fhir_engagement.errors import RecordError
 from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
 from fhir_engagement.guidance.rules import Rules, load_rules
@@ -222,7 +222,7 @@ class Pipeline:
     def _put(self, rid: str, kind: str, child: str, resource: dict[str, object]) -> None:
         try:
             validate_output(resource)
-        except OutputInvalid as exc:
+        except InvalidOutputError as exc:
             raise RecordError(rid, f"the {kind} built for this event is not valid FHIR: {exc}") \
                 from exc
         self.store.put_output(OutputRow(rid, kind, child, orjson.dumps(resource)), self.run)
@@ -240,7 +240,8 @@ class Pipeline:
     def _barriers(self, event: Event) -> tuple[str, ...]:
         barrier = self.engine.mappings.codesets.get("barrier", frozenset())
         found = event.slots.get("cancellation-reason", frozenset()) & barrier
-        return tuple(sorted(self.engine.mappings.displays.get(c, c) for c in found))
+        names = self.engine.mappings.displays.get("barrier", {})
+        return tuple(sorted(names.get(c, c) for c in found))
 
 
 def _flag_state(raw: bytes) -> FlagState:

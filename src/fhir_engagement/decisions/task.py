@@ -65,7 +65,7 @@ def _description(action: Action, decision: Decision, event: Event, systems: Code
     what = systems.definition(ACTION, action.code)
     if decision.situation == "retracted":
         return f"{what} The event that raised earlier actions ({event.key}) was retracted."
-    signals = ", ".join(sorted({s for s in _signal_names(decision, systems)}))
+    signals = ", ".join(sorted(set(_signal_names(decision, systems))))
     day = decision.event_date.isoformat() if decision.event_date else "unknown date"
     return f"{what} Raised by: {signals} on {day} ({event.key})."
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 from fhir_engagement.guidance.rules import Patterns
 from fhir_engagement.model import HistoryItem
@@ -97,7 +98,7 @@ def intermittent(
 
 def _alternates(signals: list[str]) -> bool:
     kinds = ["attended" if s == "attended" else "missed" for s in signals]
-    return all(a != b for a, b in zip(kinds, kinds[1:], strict=False))
+    return all(a != b for a, b in pairwise(kinds))
 
 
 def over_engagement(

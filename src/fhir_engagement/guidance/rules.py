@@ -158,7 +158,7 @@ def load_rules(root: Path) -> Rules:
     spec, text = load_model(RulesFile, path, RulesError)
     cells = _index_cells(spec, path, text)
     calendar, _ = load_model(CalendarFile, root / "calendar.toml", RulesError)
-    owners, owners_text = load_model(OwnersFile, root / "owners.toml", RulesError)
+    owners, _ = load_model(OwnersFile, root / "owners.toml", RulesError)
     _check_owners(spec, owners, path, text)
     return Rules(
         version=spec.version,

@@ -6,8 +6,7 @@ from collections.abc import Iterable
 from datetime import date, datetime
 
 from fhir_engagement.guidance.rules import Patterns
-from fhir_engagement.model import ChildStatus, StatusFact
-from fhir_engagement.signals.mappings import StatusRule
+from fhir_engagement.model import ChildStatus, StatusFact, StatusRule
 
 __all__ = ["age_band", "age_in_years", "child_status", "column_of"]
 

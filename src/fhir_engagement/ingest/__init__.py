@@ -1,1 +1,1 @@
-"""The outside world -> records (Event, PatientFacts, StatusFact). Parsers are pure; servers take a handler."""
+"""The outside world -> records (Event, PatientFacts, StatusFact). Parsers are pure."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fhir_engagement.config import load_model, locate
 from fhir_engagement.errors import MappingError
-from fhir_engagement.model import REFERENCE_SLOTS, SIGNAL_CODES, SLOTS, STATUS_SYSTEMS
+from fhir_engagement.model import REFERENCE_SLOTS, SIGNAL_CODES, SLOTS, STATUS_SYSTEMS, StatusRule
 
 __all__ = ["CompiledRule", "Mappings", "load_mappings"]
 
@@ -83,13 +83,6 @@ class CompiledRule:
     unless: tuple[tuple[str, Codes], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class StatusRule:
-    name: str
-    codes: Codes
-    ended_by: Codes
-
-
 @dataclass(slots=True)
 class Mappings:
     """All mapping data, compiled; ``rules_for`` merges a source's local codes in, once per source."""
@@ -99,7 +92,7 @@ class Mappings:
     extensions: dict[str, dict[str, tuple[str, ...]]]
     statuses: tuple[StatusRule, ...]
     codesets: dict[str, Codes]
-    displays: dict[str, str]
+    displays: dict[str, dict[str, str]]
     _raw_rules: dict[str, tuple[tuple[MappingRule, Path, str], ...]]
     _local: tuple[tuple[str, dict[str, Codes]], ...]
     _cache: dict[tuple[str, str], tuple[CompiledRule, ...]] = field(default_factory=dict)
@@ -168,14 +161,16 @@ def load_mappings(root: Path) -> Mappings:
     )
 
 
-def _load_codesets(folder: Path) -> tuple[dict[str, Codes], list[Path], dict[str, str]]:
+def _load_codesets(
+    folder: Path,
+) -> tuple[dict[str, Codes], list[Path], dict[str, dict[str, str]]]:
     sets: dict[str, Codes] = {}
-    displays: dict[str, str] = {}
+    displays: dict[str, dict[str, str]] = {}
     paths = sorted(folder.glob("*.toml"))
     for path in paths:
         spec, _ = load_model(CodeSetFile, path, MappingError)
         sets[path.stem] = _codes_of(spec.code, spec.text)
-        displays.update({f"{c.system}|{c.code}": c.display or c.code for c in spec.code})
+        displays[path.stem] = {f"{c.system}|{c.code}": c.display or c.code for c in spec.code}
     return sets, paths, displays
 
 

@@ -77,11 +77,9 @@ class SqliteStore:
     # -- children and their status ----------------------------------------------------------
     def add_patient(self, facts: PatientFacts) -> None:
         """Record every alias; a child already known by any alias keeps its key."""
-        known = [r for a in facts.aliases if (r := self.child_of(a)) is not None]
-        if known:
-            child = known[0].key
-        else:
-            child = f"nhs:{facts.nhs_number}" if facts.nhs_number else facts.aliases[0]
+        known = [r.key for a in facts.aliases if (r := self.child_of(a)) is not None]
+        fresh = f"nhs:{facts.nhs_number}" if facts.nhs_number else facts.aliases[0]
+        child = known[0] if known else fresh
         for alias in (*facts.aliases, child):
             self._exec("INSERT OR IGNORE INTO aliases (alias, child) VALUES (?, ?)", (alias, child))
         if facts.birth_date:

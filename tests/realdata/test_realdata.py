@@ -1,0 +1,131 @@
+"""Every FHIR file in shared/realdata replays without a crash, and the signals really in it are found.
+
+Expected counts come from an independent walk over the raw JSON (below), not from the adapter.
+Positive cases the third-party data lacks are derived by editing copies, and say so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhir_engagement.pipeline import Engine
+from fhir_engagement.replay import replay
+from fhir_engagement.store import SqliteStore
+from tests.conftest import REALDATA
+
+
+# The only JSON in realdata that is not FHIR: an npm package manifest and Synthea's export log.
+NOT_FHIR = {"fhir-r4-core-examples/package.json", "synthea-bulk-10-patients/log.ndjson"}
+
+
+def _documents() -> Iterator[Any]:
+    for path in sorted(REALDATA.rglob("*")):
+        if path.suffix == ".json":
+            yield json.loads(path.read_text(encoding="utf-8-sig"))
+        elif path.suffix == ".ndjson":
+            yield from (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+
+
+def _resources(doc: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+        for entry in doc.get("entry", []):
+            yield from _resources(entry.get("resource"))
+    elif isinstance(doc, dict) and "resourceType" in doc:
+        yield doc
+
+
+def _independent_counts() -> Counter[str]:
+    """noshow Appointments and emergency Encounters, once per resource id."""
+    seen: dict[str, str] = {}
+    for doc in _documents():
+        for res in _resources(doc):
+            key = f"{res['resourceType']}/{res.get('id')}"
+            if res["resourceType"] == "Appointment" and res.get("status") == "noshow":
+                seen[key] = "not-brought"
+            klass = res.get("class")
+            codes = [klass.get("code")] if isinstance(klass, dict) else [
+                c.get("code") for cc in klass or [] for c in cc.get("coding", [])]
+            if res["resourceType"] == "Encounter" and "EMER" in codes and res.get("status") not in (
+                    "planned", "cancelled", "entered-in-error"):
+                seen[key] = "unscheduled-attendance"
+    return Counter(seen.values())
+
+
+@pytest.fixture(scope="module")
+def result(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    store = SqliteStore(str(tmp_path_factory.mktemp("rd") / "state.sqlite3"))
+    try:
+        yield replay([REALDATA], engine, store), store.dead_letters()
+    finally:
+        store.close()
+
+
+def test_realdata_replays_and_rejects_only_what_is_not_fhir(result: Any) -> None:
+    replayed, dead = result
+    rejected = {e.where.split(str(REALDATA) + "/")[1].split(":")[0] for e in replayed.rejected}
+    assert rejected == NOT_FHIR
+    assert all(e.reason == "no resourceType: not a FHIR resource" for e in replayed.rejected)
+    assert len(dead) == len(replayed.rejected)  # nothing lost: each one is in the dead-letter store
+
+
+def test_realdata_signals_match_an_independent_count(result: Any) -> None:
+    replayed, _ = result
+    want = _independent_counts()
+    assert want["not-brought"] == 1  # the MS converter's two S26 bundles share one Appointment id
+    assert replayed.stats["signal not-brought"] == want["not-brought"]
+    assert replayed.stats["signal unscheduled-attendance"] == want["unscheduled-attendance"]
+
+
+def test_realdata_noshow_patient_is_an_adult_so_nothing_is_asked(result: Any) -> None:
+    replayed, _ = result
+    tasks = [e for e in replayed.bundle["entry"] if e["resource"]["resourceType"] == "Task"]
+    # The S26 patient was born in 1988; the Synthea children have 5 ED visits, never 4 in 90 days.
+    assert tasks == []
+    assert replayed.stats["adults excluded"] > 0
+
+
+def _derived(tmp_path: Path, source: str, edit: Any) -> Path:
+    doc = json.loads((REALDATA / source).read_text(encoding="utf-8-sig"))
+    edit(doc)
+    out = tmp_path / ("derived-" + Path(source).name)
+    out.write_text(json.dumps(doc))
+    return out
+
+
+def test_derived_child_copy_of_the_ms_siu_s26_is_not_brought(
+    engine: Engine, store: SqliteStore, tmp_path: Path
+) -> None:
+    """Derived: the S26 patient's birthDate is edited to make them a child."""
+    def make_child(doc: dict[str, Any]) -> None:
+        for entry in doc["entry"]:
+            if entry["resource"]["resourceType"] == "Patient":
+                entry["resource"]["birthDate"] = "2015-06-01"
+
+    path = _derived(tmp_path, "hl7v2/microsoft-fhir-converter/expected-fhir-r4/"
+                    "SIU-S26-01-expected.json", make_child)
+    replayed = replay([path], engine, store)
+    codes = [e["resource"]["code"]["coding"][0]["code"] for e in replayed.bundle["entry"]
+             if e["resource"]["resourceType"] == "Task"]
+    assert codes == ["review-impact"]
+
+
+def test_derived_uk_core_self_discharge_is_left_against_advice(
+    engine: Engine, store: SqliteStore, tmp_path: Path
+) -> None:
+    """Derived: UK Core's inpatient example with discharge method 1 edited to 7 (by a relative)."""
+    def self_discharge(doc: dict[str, Any]) -> None:
+        doc["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] = "7"
+
+    path = _derived(tmp_path, "uk-core/examples-json/UKCore-Encounter-InpatientEncounter-Example.json",
+                    self_discharge)
+    replayed = replay([path], engine, store)
+    assert replayed.stats["signal left-against-advice"] == 1
+    flags = [e["resource"]["code"]["coding"][0]["code"] for e in replayed.bundle["entry"]
+             if e["resource"]["resourceType"] == "Flag"]
+    assert flags == ["left-against-advice"]

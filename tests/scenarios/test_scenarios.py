@@ -1,0 +1,164 @@
+"""Golden scenarios: every row of the rules table, replayed from fixtures/scenarios/.
+
+Each folder's expected.toml was written by hand from shared/guidance/rules.md (the cell it checks
+is named in its comments) and the England bank-holiday calendar, not copied from a run.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from fhir_engagement.pipeline import Engine
+from fhir_engagement.replay import replay
+from fhir_engagement.store import SqliteStore
+from tests.conftest import SCENARIOS
+
+LONDON = ZoneInfo("Europe/London")
+CASES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "expected.toml").exists())
+
+
+def _expected(case: str) -> dict[str, Any]:
+    return tomllib.loads((SCENARIOS / case / "expected.toml").read_text())
+
+
+def _tasks(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task"]
+
+
+def _task_key(task: dict[str, Any]) -> tuple[str, str, str, str, bool]:
+    due = datetime.fromisoformat(task["restriction"]["period"]["end"]).astimezone(LONDON)
+    retracted = "retracted" in task["description"]
+    return (task["focus"]["reference"], task["code"]["coding"][0]["code"], task["priority"],
+            due.date().isoformat(), retracted)
+
+
+def _flags(bundle: dict[str, Any]) -> set[tuple[str, str, str]]:
+    out = set()
+    for entry in bundle["entry"]:
+        flag = entry["resource"]
+        if flag["resourceType"] == "Flag":
+            priority = flag["extension"][0]["valueCodeableConcept"]["coding"][0]["code"]
+            out.add((flag["code"]["coding"][0]["code"], priority,
+                     flag["category"][0]["coding"][0]["code"]))
+    return out
+
+
+def _run(paths: list[Path], engine: Engine, store: SqliteStore) -> dict[str, Any]:
+    result = replay(paths, engine, store)
+    assert result.rejected == [], [str(e) for e in result.rejected]
+    return result.bundle
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_scenario_gives_the_expected_tasks_and_flag(
+    case: str, engine: Engine, store: SqliteStore
+) -> None:
+    expected = _expected(case)
+    bundle = _run([SCENARIOS / case], engine, store)
+    want = sorted((t["focus"], t["code"], t["priority"], t["due"], t.get("retracted", False))
+                  for t in expected.get("task", []))
+    assert sorted(_task_key(t) for t in _tasks(bundle)) == want
+    assert _flags(bundle) == {(f["code"], f["priority"], f["category"])
+                              for f in expected.get("flag", [])}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if any("owner" in t for t in
+                                                          _expected(c).get("task", []))])
+def test_the_practitioner_who_expected_the_child_owns_review_impact(
+    case: str, engine: Engine, store: SqliteStore
+) -> None:
+    bundle = _run([SCENARIOS / case], engine, store)
+    owners = {(t["focus"]["reference"], t["code"]["coding"][0]["code"]):
+              t.get("owner", {}).get("reference") for t in _tasks(bundle)}
+    for task in _expected(case)["task"]:
+        if "owner" in task:
+            assert owners[(task["focus"], task["code"])] == task["owner"]
+
+
+def test_practice_example_ends_in_a_neglect_referral(engine: Engine, store: SqliteStore) -> None:
+    bundle = _run([SCENARIOS / "08-practice-example-looked-after-camhs"], engine, store)
+    tasks = sorted(_tasks(bundle), key=lambda t: (t["authoredOn"], t["priority"]))
+    last_event = max(t["focus"]["reference"] for t in tasks)
+    assert "neglect-referral" in {t["code"]["coding"][0]["code"] for t in tasks
+                                  if t["focus"]["reference"] == last_event}
+
+
+def test_barrier_and_age_notes(engine: Engine, store: SqliteStore) -> None:
+    notes = " ".join(n["text"] for case in ("10-intermittent-family-cancellations", "19-unknown-age")
+                     for t in _tasks(_run([SCENARIOS / case], engine, store)) for n in t["note"])
+    assert "no transport" in notes.lower()
+    assert "age is unknown" in notes
+
+
+def test_every_task_asks_the_impact_question_and_says_why(engine: Engine, store: SqliteStore) -> None:
+    for task in _tasks(_run([SCENARIOS], engine, store)):
+        texts = [n["text"] for n in task["note"]]
+        assert texts[0].startswith(("What impact", "Does this pattern"))
+        assert texts[1].startswith("Why: Rule ")
+        assert "rules 2026.11-default" in texts[1]
+
+
+def test_over_engagement_never_writes_to_the_parents(engine: Engine, store: SqliteStore) -> None:
+    bundle = _run([SCENARIOS / "15-over-engagement"], engine, store)
+    codes = {t["code"]["coding"][0]["code"] for t in _tasks(bundle)}
+    assert "send-wnb-letter" not in codes
+    assert codes == {"named-doctor-review"}
+
+
+def test_whole_fixture_folder_is_the_union_of_its_scenarios(
+    engine: Engine, store: SqliteStore
+) -> None:
+    bundle = _run([SCENARIOS.parent], engine, store)
+    want = sum(len(_expected(c).get("task", [])) for c in CASES)
+    assert len(_tasks(bundle)) == want
+    situations = {t["note"][1]["text"].split()[2].split("/")[0] for t in _tasks(bundle)}
+    assert situations == {"single-wnb", "repeat-wnb", "persistent-wnb", "intermittent",
+                          "refused-assessment", "left-against-advice", "left-before-seen",
+                          "over-engagement", "retracted"}
+
+
+def test_replaying_twice_writes_nothing_new(engine: Engine, store: SqliteStore) -> None:
+    first = _run([SCENARIOS], engine, store)
+    second = _run([SCENARIOS], engine, store)
+    assert len(_tasks(first)) > 0
+    assert second["entry"] == []
+
+
+def test_file_order_does_not_change_the_outputs(
+    engine: Engine, tmp_path: Path, store: SqliteStore
+) -> None:
+    """Events are processed in event-time order, whatever order the files come in."""
+    shuffled = tmp_path / "shuffled"
+    files = sorted(p for p in SCENARIOS.rglob("*") if p.suffix in (".json", ".ndjson"))
+    names = [f"{i:03d}" for i in range(len(files))]
+    random.Random(7).shuffle(names)
+    for name, path in zip(names, files, strict=True):
+        shuffled.mkdir(exist_ok=True)
+        shutil.copy(path, shuffled / f"{name}-{path.name}")
+    other = SqliteStore(str(tmp_path / "other.sqlite3"))
+    try:
+        a = _run([SCENARIOS], engine, store)
+        b = _run([shuffled], engine, other)
+    finally:
+        other.close()
+    assert sorted(map(_task_key, _tasks(a))) == sorted(map(_task_key, _tasks(b)))
+    assert _flags(a) == _flags(b)
+
+
+def test_outputs_are_deterministic_byte_for_byte(engine: Engine, tmp_path: Path) -> None:
+    bundles = []
+    for name in ("a", "b"):
+        s = SqliteStore(str(tmp_path / f"{name}.sqlite3"))
+        try:
+            bundles.append(_run([SCENARIOS], engine, s))
+        finally:
+            s.close()
+    assert bundles[0] == bundles[1]
