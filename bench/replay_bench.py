@@ -477,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-n", type=int,
                         help="records for the profiled run (default: --n, same data)")
     parser.add_argument("--top", type=int, default=25, help="functions shown per profile order")
+    parser.add_argument("--profile-out", type=Path,
+                        help="also dump the raw profile here (for pstats/snakeviz)")
     parser.add_argument("--keep", type=Path, help="write the data and store here, and keep them")
     args = parser.parse_args(argv)
     if args.n < 1:
@@ -581,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nprofiled replay: {prun.seconds:.2f}s under cProfile "
                   f"({prun.result.stats.get('events', 0):,} events)")
             print(_profile_report(profiler, args.top))
+            if args.profile_out:
+                profiler.dump_stats(args.profile_out)
     return 0
 
 

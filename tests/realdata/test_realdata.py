@@ -19,7 +19,6 @@ from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
 from tests.conftest import REALDATA
 
-
 # The only JSON in realdata that is not FHIR: an npm package manifest and Synthea's export log.
 NOT_FHIR = {"fhir-r4-core-examples/package.json", "synthea-bulk-10-patients/log.ndjson"}
 

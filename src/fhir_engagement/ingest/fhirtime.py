@@ -14,6 +14,7 @@ __all__ = ["LONDON", "earliest_date", "latest_date", "parse_datetime"]
 
 LONDON = ZoneInfo("Europe/London")
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+_DATE = re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-\d{2})?)?$")
 
 
 def parse_datetime(value: str, tz: ZoneInfo = LONDON) -> datetime | None:
@@ -48,7 +49,10 @@ def latest_date(value: str) -> date | None:
 
 
 def _partial(value: str, latest: bool) -> date | None:
-    parts = value.strip()[:10].split("-")
+    text = value.strip()[:10]
+    if not _DATE.match(text):
+        return None
+    parts = text.split("-")
     try:
         year = int(parts[0])
         month = int(parts[1]) if len(parts) > 1 else (12 if latest else 1)

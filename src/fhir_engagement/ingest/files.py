@@ -76,12 +76,14 @@ def _file(path: Path, named: bool) -> Iterator[Document | RecordError | Skipped]
 def _lines(data: bytes, origin: str) -> Iterator[Document | RecordError]:
     for number, line in enumerate(data.removeprefix(_BOM).split(b"\n"), start=1):
         if line.strip():
-            yield _parse(line, f"{origin}:{number}")
+            yield _parse(line, origin, number)
 
 
-def _parse(data: bytes, origin: str) -> Document | RecordError:
+def _parse(data: bytes, origin: str, line: int | None = None) -> Document | RecordError:
+    where = origin if line is None else f"{origin}:{line}"
     try:
-        return Document(orjson.loads(data), origin, data)
+        return Document(orjson.loads(data), where, data)
     except orjson.JSONDecodeError as exc:
-        where = f"{origin}:{exc.lineno}:{exc.colno}" if ":" not in origin else origin
-        return RecordError(where, f"not valid JSON: {exc.msg}", data)
+        # A whole file gets line:column; an NDJSON record is already one line.
+        at = f"{origin}:{exc.lineno}:{exc.colno}" if line is None else where
+        return RecordError(at, f"not valid JSON: {exc.msg}", data)

@@ -104,8 +104,8 @@ class Mappings:
         if rules is None:
             sets = self._codesets_for(source)
             rules = tuple(
-                _compile(rule, resource_type, sets, path, text)
-                for rule, path, text in self._raw_rules.get(resource_type, ())
+                _compile(rule, i, resource_type, sets, path, text)
+                for i, (rule, path, text) in enumerate(self._raw_rules.get(resource_type, ()))
             )
             self._cache[key] = rules
         return rules
@@ -143,8 +143,8 @@ def load_mappings(root: Path) -> Mappings:
                                   when=spec.retract)
             raw_rules[spec.resource] += ((retract, path, text),)
         extensions[spec.resource] = {k: tuple(v) for k, v in spec.extensions.items()}
-        for rule in spec.rule:  # compile once now so that every error surfaces at start-up
-            _compile(rule, spec.resource, codesets, path, text)
+        for i, rule in enumerate(spec.rule):  # compile now so every error surfaces at start-up
+            _compile(rule, i, spec.resource, codesets, path, text)
         files.append(path)
     statuses = _load_statuses(root / "fhir" / "status.toml", codesets)
     files.append(root / "fhir" / "status.toml")
@@ -210,12 +210,13 @@ def _check_resource(spec: ResourceFile, path: Path, text: str) -> None:
 
 
 def _compile(
-    rule: MappingRule, resource: str, sets: dict[str, Codes], path: Path, text: str
+    rule: MappingRule, index: int, resource: str, sets: dict[str, Codes], path: Path, text: str
 ) -> CompiledRule:
     def side(part: dict[str, list[str]], name: str) -> tuple[tuple[str, Codes], ...]:
         out = []
         for slot, refs in part.items():
-            where = locate(text, ("rule", name, slot))
+            keys = ("retract", slot) if rule.signal == "retract" else ("rule", index, name, slot)
+            where = locate(text, keys)
             if slot not in SLOTS[resource]:
                 raise MappingError(str(path), where, f"rule '{rule.id}': unknown slot '{slot}'")
             out.append((slot, _resolve(refs, slot, resource, sets, str(path), where)))
