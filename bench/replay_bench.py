@@ -71,7 +71,6 @@ NHS_VERIFICATION = (
 NHS_VERIFICATION_CS = (
     "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland")
 ODS_ORG = "https://fhir.nhs.uk/Id/ods-organization-code"
-SDS_USER = "https://fhir.nhs.uk/Id/sds-user-id"
 PROFILE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 APPOINTMENT_TYPE = "http://terminology.hl7.org/CodeSystem/v2-0276"
@@ -151,8 +150,8 @@ class Generator:
         self.end = end
         self.start = end - timedelta(days=730)
         self.practitioners = [
-            [(self._uuid(), f"{self.rng.randrange(10**11, 10**12)}",
-              f"Dr {self.rng.choice(GIVEN)[0]}. {self.rng.choice(FAMILY)}") for _ in range(10)]
+            [(self._uuid(), f"Dr {self.rng.choice(GIVEN)[0]}. {self.rng.choice(FAMILY)}")
+             for _ in range(10)]
             for _ in PROVIDERS]
 
     def _uuid(self) -> str:
@@ -221,7 +220,7 @@ class Generator:
         rng = self.rng
         org = self._provider(child)
         ods = PROVIDERS[org]
-        prac_id, _, prac_name = rng.choice(self.practitioners[org])
+        prac_id, prac_name = rng.choice(self.practitioners[org])
         roll = rng.random()
         if roll < 0.10:
             status = "noshow"
@@ -276,7 +275,7 @@ class Generator:
         emergency = rng.random() < 0.25
         org = rng.randrange(len(PROVIDERS)) if emergency else self._provider(child)
         ods = PROVIDERS[org]
-        prac_id, _, prac_name = rng.choice(self.practitioners[org])
+        prac_id, prac_name = rng.choice(self.practitioners[org])
         start = self._when(clinic=not emergency)
         length = timedelta(minutes=rng.randrange(60, 420) if emergency else rng.choice((20, 30)))
         end = start + length
@@ -399,8 +398,9 @@ class ReplayRun:
 
 def run_replay(folder: Path, engine: Engine, work: Path, name: str,
                profiler: cProfile.Profile | None = None) -> ReplayRun:
-    path = work / f"{name}.sqlite3"
-    store = open_store(str(path))
+    for old in work.glob(f"{name}.sqlite3*"):  # always a fresh store, even with --keep
+        old.unlink()
+    store = open_store(str(work / f"{name}.sqlite3"))
     try:
         began = time.perf_counter()
         if profiler is not None:
@@ -537,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
                      "per resource"),
         ]))
         print()
-        print(_table("throughput (events = Appointment+Encounter lines; every file is read)", [
+        print(_table("throughput (events = Appointment+Encounter lines, every file read; "
+                     "% = of the json.loads floor)", [
             ("floor: read + json.loads", f"{json_s:8.2f}s {_rate(events, json_s)}  100.0%"),
             ("read + orjson.loads", f"{orjson_s:8.2f}s {_rate(events, orjson_s)}  "
                                     f"{json_s / orjson_s:6.1%}"),
@@ -561,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             ("Provenance", f"{outputs['Provenance']:,}"),
             ("signals", signals),
             ("events / documents", f"{stats.get('events', 0):,} / {stats.get('documents', 0):,}"),
+            ("patients accepted", f"{stats.get('patients', 0):,}"),
             ("adults excluded", f"{stats.get('adults excluded', 0):,}"),
             ("duplicates", f"{stats.get('duplicates', 0):,}"),
             ("rejected", f"{len(result.rejected):,}"),
