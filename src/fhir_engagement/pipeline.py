@@ -28,7 +28,7 @@ from fhir_engagement.decisions.ids import (
 )
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
-from fhir_engagement.decisions.validate import InvalidOutputError, validate_output
+from fhir_engagement.decisions.validate import InvalidOutputError, OutputValidator
 from fhir_engagement.errors import RecordError
 from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
 from fhir_engagement.guidance.rules import Rules, load_rules
@@ -85,6 +85,7 @@ class Pipeline:
         self.engine, self.store, self.run = engine, store, run
         self.stats: Counter[str] = Counter()
         self._tz = ZoneInfo(engine.rules.timezone)
+        self._validator = OutputValidator()
 
     # -- context ----------------------------------------------------------------------------
     def accept_context(self, record: Record) -> None:
@@ -130,11 +131,12 @@ class Pipeline:
         if event.patient is None:
             raise RecordError(event.origin, f"{event.key} names no patient the adapter can "
                               "identify (missing or display-only reference)")
-        if any(s.code not in _PASSIVE for s in new) and event.raw is not None:
-            validate_input(event.raw, event.origin)
         child, band = self._child(event)
-        for signal in new:
-            self._signal(event, signal, child, band)
+        decided = [(signal, self._decide(event, signal, child, band)) for signal in new]
+        if event.raw is not None and (gone or any(d for _, d in decided)):
+            validate_input(event.raw, event.origin)  # only what the adapter will act on
+        for signal, decision in decided:
+            self._record(event, signal, child, band, decision)
         for code in sorted(gone):
             self._retract(event, code, child)
 
@@ -151,20 +153,21 @@ class Pipeline:
         years = age_in_years(birth, event.occurred.astimezone(self._tz).date())
         return child, age_band(years, self.engine.rules.patterns)
 
-    def _signal(self, event: Event, signal: Signal, child: str, band: str) -> None:
+    def _decide(self, event: Event, signal: Signal, child: str, band: str) -> Decision | None:
+        if band == "adult" or signal.code in _PASSIVE:
+            return None
+        history = self.store.history_before(child, event.occurred)
+        status = child_status(self.store.status_facts(child), event.occurred,
+                              self.engine.mappings.statuses, band)
+        return decide(Situation(event, signal.code, history, status, band), self.engine.rules)
+
+    def _record(
+        self, event: Event, signal: Signal, child: str, band: str, decision: Decision | None
+    ) -> None:
         self.stats[f"signal {signal.code}"] += 1
         item = HistoryItem(event.key, signal.code, event.occurred, event.service, event.provider)
         if band == "adult":
             self.stats["adults excluded"] += 1
-            self.store.add_signal(child, item, band, event.origin, event.version)
-            return
-        decision = None
-        if signal.code not in _PASSIVE:
-            history = self.store.history_before(child, event.occurred)
-            status = child_status(self.store.status_facts(child), event.occurred,
-                                  self.engine.mappings.statuses, band)
-            decision = decide(Situation(event, signal.code, history, status, band),
-                              self.engine.rules)
         if decision is not None:
             self._write(decision, event, child, signal.code)
             item = HistoryItem(event.key, signal.code, event.occurred, event.service,
@@ -221,7 +224,7 @@ class Pipeline:
 
     def _put(self, rid: str, kind: str, child: str, resource: dict[str, object]) -> None:
         try:
-            validate_output(resource)
+            self._validator.check(resource)
         except InvalidOutputError as exc:
             raise RecordError(rid, f"the {kind} built for this event is not valid FHIR: {exc}") \
                 from exc

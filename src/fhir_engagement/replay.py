@@ -7,8 +7,10 @@ sorted by event time so that the same inputs in any file order give the same out
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,16 +48,8 @@ def replay(
     run = store.start_run(f"replay {' '.join(str(p) for p in paths)}")
     pipeline = Pipeline(engine, store, run)
     rejected: list[RecordError] = []
-    events = _read(paths, engine, pipeline, rejected)
-    events.sort(key=_event_order)
-    clock = _Clock(progress, len(events))
-    for number, event in enumerate(events, start=1):
-        try:
-            pipeline.process(event)
-        except RecordError as error:
-            rejected.append(error)
-            pipeline.reject(error, orjson.dumps(event.raw) if event.raw is not None else b"")
-        clock.tick(number)
+    with _no_cyclic_gc():
+        _process(_read(paths, engine, pipeline, rejected), pipeline, rejected, progress)
     store.commit()
     rows = store.run_outputs(run)
     stats = dict(pipeline.stats)
@@ -65,6 +59,22 @@ def replay(
             stats[f"flag {code}"] = stats.get(f"flag {code}", 0) + 1
     bundle = transaction((r.id, r.kind, r.resource) for r in rows)
     return ReplayResult(stats, bundle, rejected)
+
+
+def _process(
+    events: list[Event], pipeline: Pipeline, rejected: list[RecordError], progress: Progress | None
+) -> None:
+    """Every event, in event-time order. The list dies with this call, freed by reference count
+    before the cyclic collector is back on (else it would scan the whole replay once more)."""
+    events.sort(key=_event_order)
+    clock = _Clock(progress, len(events))
+    for number, event in enumerate(events, start=1):
+        try:
+            pipeline.process(event)
+        except RecordError as error:
+            rejected.append(error)
+            pipeline.reject(error, orjson.dumps(event.raw) if event.raw is not None else b"")
+        clock.tick(number)
 
 
 def _read(
@@ -96,6 +106,20 @@ def _records(
         else:
             pipeline.accept_context(record)
     return events
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Everything a replay reads stays alive to the end, and the pipeline makes no reference
+    cycles worth collecting: the cyclic collector would only re-scan the growing heap (measured:
+    it doubled replay time). Reference counting still frees everything as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _event_order(event: Event) -> tuple[datetime, str, str]:

@@ -113,7 +113,7 @@ class YoungPerson(_Strict):
 
 
 class RulesFile(_Strict):
-    version: str = Field(min_length=1)
+    version: str = Field(pattern=r"^[A-Za-z0-9._-]+$")  # it becomes part of a policy URI
     patterns: Patterns
     young_person: YoungPerson
     owners: dict[str, str]

@@ -47,13 +47,13 @@ def reference_key(ref: Any, aliases: Mapping[str, str], owner: str = "") -> str 
     fullUrls; ``#id`` is a contained resource of ``owner``; an identifier-only reference becomes
     ``nhs:NNN`` or ``id:system|value``.
     """
-    if not isinstance(ref, Mapping):
+    if not isinstance(ref, dict):
         return None
     text = ref.get("reference")
     if isinstance(text, str) and text:
         return _key_of_reference_text(text, aliases, owner)
     ident = ref.get("identifier")
-    if isinstance(ident, Mapping):
+    if isinstance(ident, dict):
         return _identifier_key(ident)
     return None
 
@@ -99,7 +99,7 @@ class Reader:
 
         Errors are yielded, not raised, so one bad entry does not lose the rest of the file.
         """
-        if not isinstance(doc, Mapping):
+        if not isinstance(doc, dict):
             yield RecordError(origin, f"expected a JSON object, got {_kind(doc)}")
             return
         if doc.get("resourceType") == "Bundle":
@@ -114,20 +114,20 @@ class Reader:
             return
         aliases = dict(outer)
         for entry in entries:
-            res = entry.get("resource") if isinstance(entry, Mapping) else None
-            full = entry.get("fullUrl") if isinstance(entry, Mapping) else None
-            if isinstance(res, Mapping) and isinstance(full, str) and isinstance(res.get("id"), str):
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            full = entry.get("fullUrl") if isinstance(entry, dict) else None
+            if isinstance(res, dict) and isinstance(full, str) and isinstance(res.get("id"), str):
                 aliases[full] = f"{res.get('resourceType')}/{res['id']}"
         source = _meta_source(bundle) or self.source
         for i, entry in enumerate(entries):
             where = f"{origin} entry[{i}]"
-            if not isinstance(entry, Mapping):
+            if not isinstance(entry, dict):
                 yield RecordError(where, f"expected an object, got {_kind(entry)}")
                 continue
             res = entry.get("resource")
             if res is None:
                 continue  # request-only entries (DELETE, GET) and id-only notifications
-            if not isinstance(res, Mapping):
+            if not isinstance(res, dict):
                 yield RecordError(f"{where}.resource", f"expected an object, got {_kind(res)}")
             elif res.get("resourceType") == "Bundle":
                 yield from self._bundle(res, f"{where}.resource", aliases)
@@ -189,7 +189,7 @@ class _Ctx:
         value = obj.get(name)
         if value is None:
             return {}
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             return value
         raise self.fail(f"{path}{name}", f"expected an object, got {_kind(value)}")
 
@@ -199,54 +199,77 @@ class _Ctx:
             return []
         if isinstance(value, list):
             return value
-        if isinstance(value, Mapping):  # R4 Coding where R5 has a list (Encounter.class)
+        if isinstance(value, dict):  # R4 Coding where R5 has a list (Encounter.class)
             return [value]
         raise self.fail(f"{path}{name}", f"expected a list, got {_kind(value)}")
 
     def concept(self, value: Any, path: str) -> set[str]:
         """A CodeableConcept, a Coding, a CodeableReference or a bare code -> slot codes."""
-        if value is None:
-            return set()
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"expected a CodeableConcept, got {_kind(value)}")
-        if "concept" in value:  # R5 CodeableReference
-            return self.concept(value["concept"], f"{path}.concept")
         out: set[str] = set()
-        if "code" in value and "coding" not in value:
-            out |= _coding(value, self, path)
-        for i, coding in enumerate(self.items(value, "coding", f"{path}.")):
-            out |= _coding(coding, self, f"{path}.coding[{i}]")
-        label = value.get("text")
-        if isinstance(label, str) and label.strip():
-            out.add(f"text:{label.strip().lower()}")
+        self._concept_into(out, value, path)
         return out
+
+    def _concept_into(self, out: set[str], value: Any, path: str) -> None:
+        # The hot path of every replay: paths for error messages are built only on failure.
+        if value is None:
+            return
+        if type(value) is not dict:
+            raise self.fail(path, f"expected a CodeableConcept, got {_kind(value)}")
+        inner = value.get("concept")
+        if inner is not None:  # R5 CodeableReference
+            self._concept_into(out, inner, f"{path}.concept")
+            return
+        codings = value.get("coding")
+        if codings is None:
+            if "code" in value:
+                self._coding_into(out, value, path, None)
+        elif type(codings) is list:
+            for i, coding in enumerate(codings):
+                self._coding_into(out, coding, path, i)
+        else:
+            raise self.fail(f"{path}.coding", f"expected a list, got {_kind(codings)}")
+        label = value.get("text")
+        if type(label) is str and label.strip():
+            out.add("text:" + label.strip().lower())
+
+    def _coding_into(self, out: set[str], coding: Any, path: str, index: int | None) -> None:
+        if type(coding) is not dict:
+            raise self.fail(_at(path, index), f"expected a Coding, got {_kind(coding)}")
+        code = coding.get("code")
+        if code is None:
+            return
+        if type(code) is not str:
+            raise self.fail(f"{_at(path, index)}.code", f"expected a string, got {_kind(code)}")
+        system = coding.get("system")
+        out.add(f"{system}|{code.strip()}" if type(system) is str else "text:" + code.strip().lower())
 
     def concepts(self, obj: Json, name: str) -> set[str]:
         out: set[str] = set()
         for i, item in enumerate(self.items(obj, name, "")):
-            out |= self.concept(item, f"{name}[{i}]")
+            self._concept_into(out, item, f"{name}[{i}]")
         return out
 
     def extension_codes(self, urls: tuple[str, ...]) -> set[str]:
         out: set[str] = set()
         for i, ext in enumerate(self.items(self.res, "extension", "")):
-            if isinstance(ext, Mapping) and ext.get("url") in urls:
-                out |= self._extension_value(ext, f"extension[{i}]")
+            if type(ext) is dict and ext.get("url") in urls:
+                self._extension_into(out, ext, i)
         return out
 
-    def _extension_value(self, ext: Json, path: str) -> set[str]:
+    def _extension_into(self, out: set[str], ext: Json, index: int) -> None:
         for name in ("valueCodeableConcept", "valueCoding"):
             if name in ext:
-                return self.concept(ext[name], f"{path}.{name}")
+                self._concept_into(out, ext[name], f"extension[{index}].{name}")
+                return
         for name in ("valueCode", "valueString"):
             value = ext.get(name)
-            if isinstance(value, str) and value.strip():
-                return {f"text:{value.strip().lower()}"}
-        return set()
+            if type(value) is str and value.strip():
+                out.add("text:" + value.strip().lower())
+                return
 
     def extension_reference(self, urls: tuple[str, ...]) -> str | None:
         for ext in self.items(self.res, "extension", ""):
-            if isinstance(ext, Mapping) and ext.get("url") in urls:
+            if isinstance(ext, dict) and ext.get("url") in urls:
                 key = reference_key(ext.get("valueReference"), self.aliases, self.key)
                 if key:
                     return key
@@ -267,7 +290,7 @@ class _Ctx:
     # -- records -----------------------------------------------------------------------------
     def contained_patients(self) -> Iterator[PatientFacts]:
         for i, item in enumerate(self.items(self.res, "contained", "")):
-            if isinstance(item, Mapping) and item.get("resourceType") == "Patient":
+            if isinstance(item, dict) and item.get("resourceType") == "Patient":
                 inner = _Ctx(item, "Patient", f"{self.origin} contained[{i}]", self.aliases,
                              self.source)
                 local = f"{self.key}#{item.get('id', '')}"
@@ -281,7 +304,7 @@ class _Ctx:
             aliases.append(full if full.startswith("urn:") else _key_of_reference_text(full, {}, ""))
         nhs = None
         for i, ident in enumerate(self.items(self.res, "identifier", "")):
-            if not isinstance(ident, Mapping):
+            if not isinstance(ident, dict):
                 raise self.fail(f"identifier[{i}]", f"expected an object, got {_kind(ident)}")
             key = _identifier_key(ident)
             if key is None:
@@ -362,7 +385,7 @@ def _appointment(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
         visit |= ctx.concepts(res, name)
     slots["visit"] = visit
     patient, performer, place = _appointment_actors(ctx)
-    if patient is None and isinstance(res.get("subject"), Mapping):
+    if patient is None and isinstance(res.get("subject"), dict):
         patient = res["subject"]
     occurred = ctx.when((res, "start", ""), (res, "cancellationDate", ""),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
@@ -373,7 +396,7 @@ def _appointment(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
 def _appointment_actors(ctx: _Ctx) -> tuple[Any, Any, str | None]:
     patient = performer = place = None
     for i, part in enumerate(ctx.items(ctx.res, "participant", "")):
-        if not isinstance(part, Mapping):
+        if not isinstance(part, dict):
             raise ctx.fail(f"participant[{i}]", f"expected an object, got {_kind(part)}")
         actor = ctx.obj(part, "actor", f"participant[{i}].")
         kind = _actor_type(actor, ctx)
@@ -395,7 +418,7 @@ def _actor_type(actor: Json, ctx: _Ctx) -> str:
         return ""
     if ref.startswith("#"):
         for item in ctx.items(ctx.res, "contained", ""):
-            if isinstance(item, Mapping) and f"#{item.get('id')}" == ref:
+            if isinstance(item, dict) and f"#{item.get('id')}" == ref:
                 return str(item.get("resourceType", ""))
         return ""
     key = ctx.aliases.get(ref, ref) if ref.startswith("urn:") else ref
@@ -422,9 +445,9 @@ def _encounter(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
     provider = reference_key(ctx.obj(res, "serviceProvider", ""), ctx.aliases, ctx.key)
     performer = None
     for part in ctx.items(res, "participant", ""):
-        if isinstance(part, Mapping):
+        if isinstance(part, dict):
             performer = part.get("individual") or part.get("actor")
-            if isinstance(performer, Mapping):
+            if isinstance(performer, dict):
                 break
     service = _first_code(kinds) or provider
     return occurred, ctx.obj(res, "subject", ""), provider, service, performer
@@ -445,7 +468,7 @@ def _service_request(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
     res = ctx.res
     occurred = ctx.when((res, "occurrenceDateTime", ""), (res, "authoredOn", ""),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
-    requester = res.get("requester") if isinstance(res.get("requester"), Mapping) else None
+    requester = res.get("requester") if isinstance(res.get("requester"), dict) else None
     return occurred, ctx.obj(res, "subject", ""), None, _first_code(ctx.concept(
         res.get("code"), "code")), requester
 
@@ -458,15 +481,8 @@ _EVENT_READERS = {
 }
 
 
-def _coding(coding: Any, ctx: _Ctx, path: str) -> set[str]:
-    if not isinstance(coding, Mapping):
-        raise ctx.fail(path, f"expected a Coding, got {_kind(coding)}")
-    code, system = coding.get("code"), coding.get("system")
-    if code is None:
-        return set()
-    if not isinstance(code, str):
-        raise ctx.fail(f"{path}.code", f"expected a string, got {_kind(code)}")
-    return {f"{system}|{code.strip()}" if isinstance(system, str) else f"text:{code.strip().lower()}"}
+def _at(path: str, index: int | None) -> str:
+    return path if index is None else f"{path}.coding[{index}]"
 
 
 def _first_code(codes: set[str]) -> str | None:
@@ -475,7 +491,7 @@ def _first_code(codes: set[str]) -> str | None:
 
 
 def _clean_reference(ref: Any) -> dict[str, Any] | None:
-    if not isinstance(ref, Mapping):
+    if not isinstance(ref, dict):
         return None
     out = {k: ref[k] for k in ("reference", "type", "identifier", "display") if k in ref}
     return out or None
@@ -483,7 +499,7 @@ def _clean_reference(ref: Any) -> dict[str, Any] | None:
 
 def _meta_source(res: Json) -> str:
     meta = res.get("meta")
-    source = meta.get("source") if isinstance(meta, Mapping) else None
+    source = meta.get("source") if isinstance(meta, dict) else None
     return source if isinstance(source, str) else ""
 
 

@@ -18,8 +18,12 @@ from fhir_engagement.errors import RecordError
 
 __all__ = ["validate_input"]
 
-_R5_ONLY = frozenset({"cancellationReason", "cancellationDate", "subject", "actualPeriod",
-                      "admission", "subjectStatus", "virtualService", "class"})
+# Elements only R5 has, per resource type (R4 Encounters have subject and class too).
+_R5_ONLY = {
+    "Appointment": frozenset({"cancellationReason", "cancellationDate", "subject", "class",
+                              "virtualService"}),
+    "Encounter": frozenset({"actualPeriod", "admission", "subjectStatus", "virtualService"}),
+}
 
 
 def validate_input(resource: Mapping[str, Any], origin: str) -> None:
@@ -45,7 +49,5 @@ def validate_input(resource: Mapping[str, Any], origin: str) -> None:
 
 
 def _looks_r5(resource: Mapping[str, Any]) -> bool:
-    if resource.get("resourceType") == "Encounter":
-        return isinstance(resource.get("class"), list) or not _R5_ONLY.isdisjoint(resource)
-    return not (_R5_ONLY - {"class"}).isdisjoint(resource) or isinstance(
-        resource.get("class"), list)
+    only = _R5_ONLY.get(str(resource.get("resourceType")), frozenset())
+    return isinstance(resource.get("class"), list) or not only.isdisjoint(resource)

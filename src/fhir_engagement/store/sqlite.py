@@ -1,13 +1,17 @@
-"""The embedded default store: one SQLite file (WAL), with each child's history cached in memory.
+"""The embedded default store: one SQLite file (WAL), indexed in memory for one process.
 
-The cache is what keeps replay fast: a child's history is read from SQLite once, then kept in
-event-time order as signals are added, so counting a pattern never queries the database.
+Replay speed depends on never asking SQLite during the per-event path: the aliases, children,
+status facts and known event keys are loaded once when the store opens, each child's history is
+read once and then kept in event-time order, and writes are buffered and flushed in one
+transaction at ``commit``. That makes this store one process's store; several replicas will need
+the PostgreSQL store the live-mode issue adds.
 """
 
 from __future__ import annotations
 
 import bisect
 import sqlite3
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -20,6 +24,8 @@ from fhir_engagement.store.base import ChildRecord, OutputRow, SignalRow
 __all__ = ["SqliteStore", "from_text", "to_text"]
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_SIGNAL_COLUMNS = ("event_key, signal, child, occurred, service, provider, band, situation, asked, "
+                   "retracted, version, origin")
 
 
 def to_text(moment: datetime) -> str:
@@ -46,12 +52,37 @@ class SqliteStore:
             self._db = sqlite3.connect(location)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates of a big replay
             schema = resources.files("fhir_engagement.store").joinpath("schema.sql").read_text()
             self._db.executescript(schema)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the store at {location}: {exc}") from exc
         self._history: dict[str, list[HistoryItem]] = {}
-        self._seq = 0
+        self._pending_signals: list[tuple[object, ...]] = []
+        self._pending_aliases: list[tuple[str, str]] = []
+        self._pending_children: set[str] = set()
+        self._pending_outputs: dict[str, tuple[OutputRow, int]] = {}
+        self._outputs: dict[str, OutputRow] = {}
+        self._seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM outputs")
+        self._load_indexes()
+
+    def _load_indexes(self) -> None:
+        self._aliases = dict(self._exec("SELECT alias, child FROM aliases").fetchall())
+        self._births: dict[str, str | None] = dict(
+            self._exec("SELECT child, birth_date FROM children").fetchall())
+        self._by_child: defaultdict[str, set[str]] = defaultdict(set)
+        for alias, child in self._aliases.items():
+            self._by_child[child].add(alias)
+        self._status: defaultdict[str, dict[str, StatusFact]] = defaultdict(dict)
+        for key, patient, codes, start, end, active in self._exec(
+                'SELECT key, patient, codes, start, "end", active FROM status').fetchall():
+            self._status[patient][key] = StatusFact(
+                key, patient, frozenset(codes.split("\n")), start and from_text(start),
+                end and from_text(end), bool(active))
+        self._event_keys = {k for (k,) in self._exec("SELECT DISTINCT event_key FROM signals")}
+        # Children with history on disk; any other child's history starts empty, with no query.
+        self._stored_children = {c for (c,) in self._exec("SELECT DISTINCT child FROM signals")}
+        self._output_ids = {k for (k,) in self._exec("SELECT id FROM outputs")}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start_run(self, description: str) -> int:
@@ -60,6 +91,7 @@ class SqliteStore:
         return int(cur.lastrowid or 0)
 
     def commit(self) -> None:
+        self._flush()
         try:
             self._db.commit()
         except sqlite3.Error as exc:
@@ -68,35 +100,63 @@ class SqliteStore:
     def close(self) -> None:
         self._db.close()
 
+    def _flush(self) -> None:
+        try:
+            if self._pending_aliases:
+                self._db.executemany("INSERT OR IGNORE INTO aliases (alias, child) VALUES (?, ?)",
+                                     self._pending_aliases)
+                self._pending_aliases.clear()
+            if self._pending_children:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO children (child, birth_date) VALUES (?, ?)",
+                    [(c, self._births.get(c)) for c in self._pending_children])
+                self._pending_children.clear()
+            if self._pending_signals:
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO signals ({_SIGNAL_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)", self._pending_signals)
+                self._pending_signals.clear()
+            if self._pending_outputs:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO outputs (id, kind, child, resource, run, seq) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.id, r.kind, r.child, r.resource, run, seq)
+                     for seq, (r, run) in enumerate(self._pending_outputs.values(), self._seq + 1)])
+                self._seq += len(self._pending_outputs)
+                self._pending_outputs.clear()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.location}: {exc}") from exc
+
     def _exec(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.location}: {exc}") from exc
 
+    def _scalar(self, sql: str) -> int:
+        return int(self._exec(sql).fetchone()[0])
+
     # -- children and their status ----------------------------------------------------------
     def add_patient(self, facts: PatientFacts) -> None:
         """Record every alias; a child already known by any alias keeps its key."""
-        known = [r.key for a in facts.aliases if (r := self.child_of(a)) is not None]
+        known = [self._aliases[a] for a in facts.aliases if a in self._aliases]
         fresh = f"nhs:{facts.nhs_number}" if facts.nhs_number else facts.aliases[0]
         child = known[0] if known else fresh
         for alias in (*facts.aliases, child):
-            self._exec("INSERT OR IGNORE INTO aliases (alias, child) VALUES (?, ?)", (alias, child))
-        if facts.birth_date:
-            self._exec(
-                "INSERT INTO children (child, birth_date) VALUES (?, ?) "
-                "ON CONFLICT (child) DO UPDATE SET birth_date = excluded.birth_date",
-                (child, facts.birth_date))
-        else:
-            self._exec("INSERT OR IGNORE INTO children (child) VALUES (?)", (child,))
+            if alias not in self._aliases:
+                self._aliases[alias] = child
+                self._by_child[child].add(alias)
+                self._pending_aliases.append((alias, child))
+        if facts.birth_date or child not in self._births:
+            self._births[child] = facts.birth_date or self._births.get(child)
+            self._pending_children.add(child)
 
     def child_of(self, alias: str) -> ChildRecord | None:
-        row = self._exec(
-            "SELECT a.child, c.birth_date FROM aliases a LEFT JOIN children c USING (child) "
-            "WHERE a.alias = ?", (alias,)).fetchone()
-        return ChildRecord(row[0], row[1]) if row else None
+        child = self._aliases.get(alias)
+        return None if child is None else ChildRecord(child, self._births.get(child))
 
     def add_status(self, fact: StatusFact) -> None:
+        self._status[fact.patient][fact.key] = fact
         self._exec(
             'INSERT OR REPLACE INTO status (key, patient, codes, start, "end", active) '
             "VALUES (?, ?, ?, ?, ?, ?)",
@@ -104,19 +164,16 @@ class SqliteStore:
              _opt(fact.end), int(fact.active)))
 
     def status_facts(self, child: str) -> list[StatusFact]:
-        rows = self._exec(
-            'SELECT s.key, s.patient, s.codes, s.start, s."end", s.active FROM status s '
-            "JOIN aliases a ON a.alias = s.patient WHERE a.child = ? "
-            'UNION SELECT key, patient, codes, start, "end", active FROM status WHERE patient = ?',
-            (child, child)).fetchall()
-        return [
-            StatusFact(k, p, frozenset(c.split("\n")), s and from_text(s), e and from_text(e),
-                       bool(a))
-            for k, p, c, s, e, a in rows
-        ]
+        if not self._status:
+            return []
+        names = self._by_child.get(child, set()) | {child}
+        return [f for name in names for f in self._status.get(name, {}).values()]
 
     # -- signals: the history ---------------------------------------------------------------
     def signals_of(self, event_key: str) -> dict[str, SignalRow]:
+        if event_key not in self._event_keys:
+            return {}
+        self._flush()
         rows = self._exec(
             "SELECT signal, child, occurred, retracted, situation, version FROM signals "
             "WHERE event_key = ?", (event_key,)).fetchall()
@@ -129,11 +186,14 @@ class SqliteStore:
 
     def _child_history(self, child: str) -> list[HistoryItem]:
         items = self._history.get(child)
-        if items is None:
+        if items is None and child not in self._stored_children:
+            items = self._history[child] = []
+        elif items is None:
+            self._flush()
             rows = self._exec(
                 "SELECT event_key, signal, occurred, service, provider, situation, asked "
-                "FROM signals WHERE child = ? AND retracted = 0 ORDER BY occurred, event_key",
-                (child,)).fetchall()
+                "FROM signals WHERE child = ? AND retracted = 0 AND band != 'adult' "
+                "ORDER BY occurred, event_key", (child,)).fetchall()
             items = [
                 HistoryItem(k, s, from_text(o), sv, p, sit, frozenset(filter(None, a.split(","))))
                 for k, s, o, sv, p, sit, a in rows
@@ -144,16 +204,15 @@ class SqliteStore:
     def add_signal(
         self, child: str, item: HistoryItem, band: str, origin: str, version: str = ""
     ) -> None:
-        self._exec(
-            "INSERT OR REPLACE INTO signals (event_key, signal, child, occurred, service, "
-            "provider, band, situation, asked, retracted, version, origin) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        self._pending_signals.append(
             (item.event_key, item.signal, child, to_text(item.occurred), item.service,
              item.provider, band, item.situation, ",".join(sorted(item.asked)), version, origin))
+        self._event_keys.add(item.event_key)
         if band != "adult":
             bisect.insort_right(self._child_history(child), item, key=lambda h: h.occurred)
 
     def retract(self, event_key: str, signal: str) -> None:
+        self._flush()
         row = self._exec("SELECT child FROM signals WHERE event_key = ? AND signal = ?",
                          (event_key, signal)).fetchone()
         self._exec("UPDATE signals SET retracted = 1 WHERE event_key = ? AND signal = ?",
@@ -166,20 +225,28 @@ class SqliteStore:
 
     # -- outputs: the outbox ----------------------------------------------------------------
     def has_output(self, output_id: str) -> bool:
-        return self._exec("SELECT 1 FROM outputs WHERE id = ?", (output_id,)).fetchone() is not None
+        return output_id in self._output_ids
 
     def output(self, output_id: str) -> OutputRow | None:
-        row = self._exec("SELECT id, kind, child, resource FROM outputs WHERE id = ?",
-                         (output_id,)).fetchone()
-        return OutputRow(row[0], row[1], row[2], bytes(row[3])) if row else None
+        if output_id not in self._output_ids:
+            return None
+        row = self._outputs.get(output_id)
+        if row is None:
+            found = self._exec("SELECT id, kind, child, resource FROM outputs WHERE id = ?",
+                               (output_id,)).fetchone()
+            row = OutputRow(found[0], found[1], found[2], bytes(found[3]))
+            self._outputs[output_id] = row
+        return row
 
     def put_output(self, row: OutputRow, run: int) -> None:
-        self._seq += 1
-        self._exec(
-            "INSERT OR REPLACE INTO outputs (id, kind, child, resource, run, seq) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (row.id, row.kind, row.child, row.resource, run, self._seq))
+        self._output_ids.add(row.id)
+        self._pending_outputs.pop(row.id, None)  # re-queued last: its place is its latest write
+        self._pending_outputs[row.id] = (row, run)
+        if row.kind == "Flag":
+            self._outputs[row.id] = row
 
     def run_outputs(self, run: int) -> list[OutputRow]:
+        self._flush()
         rows = self._exec("SELECT id, kind, child, resource FROM outputs WHERE run = ? ORDER BY seq",
                           (run,)).fetchall()
         return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
