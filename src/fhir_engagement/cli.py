@@ -1,4 +1,4 @@
-"""The command line: ``fhir-engagement replay|check``. Turns errors into messages and exit codes.
+"""The command line: ``fhir-engagement replay|check|serve``. Turns errors into messages and exit codes.
 
 No logic lives here. Exit status: 0 every record read, 1 some record rejected (each one reported
 with file, position and reason), 2 usage or configuration error. Never a traceback for bad input.
@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import TextIO
 
 import orjson
+from aiohttp import web
 
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import ConfigError, StoreError
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import ReplayResult, replay
+from fhir_engagement.server import build_app
 from fhir_engagement.store import open_store
 
 __all__ = ["main"]
@@ -36,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = load_engine(settings)
         if args.command == "check":
             return _check(engine, settings, sys.stdout)
+        if args.command == "serve":
+            return _serve(engine, settings)
         return _replay(args, engine, settings, sys.stderr)
     except ConfigError as exc:
         print(f"fhir-engagement: configuration error: {exc}", file=sys.stderr)
@@ -61,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--source", help="source system name, for local codes (mappings/local/)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     sub.add_parser("check", help="load and check mappings and rules, then print what was loaded")
+    sv = sub.add_parser("serve", help="run the listener(s): HTTP (health, dashboard) and MLLP")
+    sv.add_argument("--host", help="HTTP address (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    sv.add_argument("--mllp-port", type=int, help="MLLP port for HL7 v2 feeds (off by default)")
+    sv.add_argument("--store", help="SQLite file that keeps state")
     return parser
 
 
@@ -73,6 +82,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["store"] = args.store
     if getattr(args, "source", None):
         changes["source"] = args.source
+    for name in ("host", "port", "mllp_port"):
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
     return base.model_copy(update=changes)
 
 
@@ -91,6 +103,16 @@ def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: T
         return EXIT_USAGE
     _summary(result, args.out, settings.store, err)
     return EXIT_REJECTED if result.rejected else EXIT_OK
+
+
+def _serve(engine: Engine, settings: Settings) -> int:
+    store = open_store(settings.store)
+    try:
+        web.run_app(build_app(settings, engine, store), host=settings.host, port=settings.port,
+                    print=None)
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def _summary(result: ReplayResult, out: Path, store: str, err: TextIO) -> None:

@@ -54,6 +54,13 @@ class Settings(BaseModel):
     store: str = "fhir-engagement.sqlite3"
     timezone: str = "Europe/London"
     source: str = ""
+    # serve: the HTTP side (health, dashboard) and the MLLP listener for HL7 v2 feeds
+    host: str = "127.0.0.1"
+    port: int = 8080
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int | None = None
+    mllp_max_frame: int = 1_048_576
+    mllp_idle_timeout: float = 300.0
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
