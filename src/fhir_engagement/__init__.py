@@ -5,8 +5,10 @@ from __future__ import annotations
 from fhir_engagement.errors import (
     ConfigError,
     EngagementError,
+    FramingError,
     InputError,
     MappingError,
+    MessageError,
     RecordError,
     RulesError,
     StoreError,
@@ -17,8 +19,10 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "EngagementError",
+    "FramingError",
     "InputError",
     "MappingError",
+    "MessageError",
     "RecordError",
     "RulesError",
     "StoreError",

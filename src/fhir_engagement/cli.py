@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--mappings", type=Path, help="mappings folder (default: the shipped one)")
     sub = parser.add_subparsers(dest="command", required=True)
     rp = sub.add_parser("replay", help="dry run: replay files/folders, write one transaction Bundle")
-    rp.add_argument("paths", nargs="+", type=Path, help=".json, .ndjson, .jsonl (or .gz) files "
-                    "and folders")
+    rp.add_argument("paths", nargs="+", type=Path, help=".json, .ndjson, .jsonl, .hl7, .txt (or "
+                    ".gz) files and folders")
     rp.add_argument("--out", type=Path, required=True, help="where to write the Bundle")
     rp.add_argument("--store", help="SQLite file that keeps state across runs, or :memory:")
     rp.add_argument("--source", help="source system name, for local codes (mappings/local/)")
@@ -118,7 +118,9 @@ def _serve(engine: Engine, settings: Settings) -> int:
 def _summary(result: ReplayResult, out: Path, store: str, err: TextIO) -> None:
     stats = result.stats
     lines = [
-        f"read {stats.get('documents', 0):,} documents, {stats.get('events', 0):,} events "
+        f"read {stats.get('documents', 0):,} FHIR documents, {stats.get('v2 messages', 0):,} HL7 v2 "
+        f"messages ({stats.get('v2 messages ignored', 0):,} of types not mapped), "
+        f"{stats.get('events', 0):,} events "
         f"({stats.get('files skipped', 0):,} files of other kinds skipped)",
         f"duplicates ignored: {stats.get('duplicates', 0):,}; adults excluded: "
         f"{stats.get('adults excluded', 0):,}; stale versions: {stats.get('stale versions', 0):,}",

@@ -5,7 +5,9 @@
     │   ├── MappingError
     │   └── RulesError
     ├── InputError             bad data from outside; the input is kept in the dead-letter store
-    │   └── RecordError        one FHIR record cannot be read (names file, position and JSON path)
+    │   ├── RecordError        one FHIR record cannot be read (names file, position and JSON path)
+    │   ├── MessageError       one HL7 v2 message cannot be parsed or mapped (names segment/field)
+    │   └── FramingError       an MLLP block is malformed or too large
     └── StoreError             the durable store cannot be used
 
 Errors become answers in exactly one place per entry point: the CLI (message + exit code) today,
@@ -18,8 +20,10 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "EngagementError",
+    "FramingError",
     "InputError",
     "MappingError",
+    "MessageError",
     "RecordError",
     "RulesError",
     "StoreError",
@@ -57,6 +61,14 @@ class InputError(EngagementError):
 
 class RecordError(InputError):
     """One FHIR record (a resource, an NDJSON line, a Bundle entry) is unreadable."""
+
+
+class MessageError(InputError):
+    """One HL7 v2 message cannot be parsed or mapped; answered with an AE ACK."""
+
+
+class FramingError(InputError):
+    """An MLLP frame is malformed or larger than the configured limit."""
 
 
 class StoreError(EngagementError):

@@ -55,6 +55,10 @@ class Event:
     performer: Reference | None = None
     version: str = ""
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    # What a Task's focus names when ``key`` is not a resource on the server (an HL7 v2 event).
+    focus: Reference | None = None
+    # Business identifiers (appointment/visit ids): a v2 event and its FHIR twin share one.
+    identifiers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -29,12 +29,13 @@ from fhir_engagement.decisions.ids import (
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
 from fhir_engagement.decisions.validate import InvalidOutputError, OutputValidator
-from fhir_engagement.errors import RecordError
+from fhir_engagement.errors import InputError, RecordError
 from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
 from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
 from fhir_engagement.ingest.fhir import Reader, Record
 from fhir_engagement.ingest.fhirtime import latest_date
+from fhir_engagement.ingest.v2map import V2Mappings, load_v2_mappings
 from fhir_engagement.ingest.validate import validate_input
 from fhir_engagement.model import (
     Action,
@@ -66,6 +67,7 @@ class Engine:
     rules: Rules
     systems: CodeSystems
     reader: Reader
+    v2: V2Mappings
 
 
 def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
@@ -75,7 +77,8 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     systems = load_codesystems(codesystems or default_codesystems_dir())
     status_codes = frozenset().union(*(s.codes | s.ended_by for s in mappings.statuses))
     reader = Reader(mappings.extensions, status_codes, settings.source)
-    return Engine(mappings, rules, systems, reader)
+    v2 = load_v2_mappings(settings.mappings_dir / "hl7v2")
+    return Engine(mappings, rules, systems, reader, v2)
 
 
 class Pipeline:
@@ -98,7 +101,7 @@ class Pipeline:
             self.store.add_status(record)
             self.stats["status records"] += 1
 
-    def reject(self, error: RecordError, raw: bytes) -> None:
+    def reject(self, error: InputError, raw: bytes) -> None:
         """Keep what could not be used in the dead-letter store, with where and why."""
         self.store.dead_letter(error.where, error.reason, raw)
         self.stats["rejected"] += 1
@@ -107,6 +110,7 @@ class Pipeline:
     def process(self, event: Event) -> None:
         """Apply the guidance to one event. Raises RecordError for an event we cannot act on."""
         self.stats["events"] += 1
+        event = self._canonical(event)
         signals = extract(event, self.engine.mappings)
         previous = self.store.signals_of(event.key)
         if previous and self._stale(event, previous):
@@ -139,6 +143,22 @@ class Pipeline:
             self._record(event, signal, child, band, decision)
         for code in sorted(gone):
             self._retract(event, code, child)
+
+    def _canonical(self, event: Event) -> Event:
+        """A v2 message and its FHIR twin are one event: the one seen second takes the key of the
+        one seen first. Twins share an appointment/visit id *and* its time (to the minute): ids
+        alone are unique only per system, and the two forms rarely share a patient identifier."""
+        if not event.identifiers or event.occurred is None:
+            return event
+        minute = event.occurred.strftime("%Y%m%d%H%M")
+        aliases = [f"{event.resource_type}|{value}|{minute}" for value in event.identifiers]
+        for alias in aliases:
+            key = self.store.event_alias(alias)
+            if key is not None and key != event.key:
+                self.stats["twins merged"] += 1
+                return replace(event, key=key)
+        self.store.add_event_aliases(aliases, event.key)
+        return event
 
     def _stale(self, event: Event, previous: Mapping[str, SignalRow]) -> bool:
         """An older version re-sent after a newer one must not undo the newer one's signals."""

@@ -19,8 +19,10 @@ from typing import Any
 import orjson
 
 from fhir_engagement.decisions.bundle import transaction
-from fhir_engagement.errors import RecordError
-from fhir_engagement.ingest.files import Document, Skipped, iter_documents
+from fhir_engagement.errors import InputError, MessageError
+from fhir_engagement.ingest.files import Document, Skipped, V2Document, iter_documents
+from fhir_engagement.ingest.hl7v2 import read_v2
+from fhir_engagement.ingest.v2parse import parse_message
 from fhir_engagement.model import Event
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import Store
@@ -38,7 +40,7 @@ class ReplayResult:
 
     stats: dict[str, int]
     bundle: dict[str, Any]
-    rejected: list[RecordError] = field(default_factory=list)
+    rejected: list[InputError] = field(default_factory=list)
 
 
 def replay(
@@ -47,7 +49,7 @@ def replay(
     """Replay ``paths`` through the pipeline; outputs of this run go to the Bundle."""
     run = store.start_run(f"replay {' '.join(str(p) for p in paths)}")
     pipeline = Pipeline(engine, store, run)
-    rejected: list[RecordError] = []
+    rejected: list[InputError] = []
     with _no_cyclic_gc():
         _process(_read(paths, engine, pipeline, rejected), pipeline, rejected, progress)
     store.commit()
@@ -62,7 +64,7 @@ def replay(
 
 
 def _process(
-    events: list[Event], pipeline: Pipeline, rejected: list[RecordError], progress: Progress | None
+    events: list[Event], pipeline: Pipeline, rejected: list[InputError], progress: Progress | None
 ) -> None:
     """Every event, in event-time order. The list dies with this call, freed by reference count
     before the cyclic collector is back on (else it would scan the whole replay once more)."""
@@ -71,34 +73,59 @@ def _process(
     for number, event in enumerate(events, start=1):
         try:
             pipeline.process(event)
-        except RecordError as error:
+        except InputError as error:
             rejected.append(error)
             pipeline.reject(error, orjson.dumps(event.raw) if event.raw is not None else b"")
         clock.tick(number)
 
 
 def _read(
-    paths: list[Path], engine: Engine, pipeline: Pipeline, rejected: list[RecordError]
+    paths: list[Path], engine: Engine, pipeline: Pipeline, rejected: list[InputError]
 ) -> list[Event]:
     events: list[Event] = []
     for item in iter_documents(paths):
         if isinstance(item, Skipped):
             pipeline.stats["files skipped"] += 1
-        elif isinstance(item, RecordError):
+        elif isinstance(item, InputError):
             rejected.append(item)
             pipeline.reject(item, item.raw)
+        elif isinstance(item, V2Document):
+            pipeline.stats["v2 messages"] += 1
+            events.extend(_v2_records(item, engine, pipeline, rejected))
         else:
             pipeline.stats["documents"] += 1
             events.extend(_records(item, engine, pipeline, rejected))
     return events
 
 
+def _v2_records(
+    doc: V2Document, engine: Engine, pipeline: Pipeline, rejected: list[InputError]
+) -> list[Event]:
+    try:
+        message = parse_message(doc.raw)
+        records = read_v2(message, engine.v2, doc.origin)
+    except MessageError as error:
+        located = MessageError(f"{doc.origin} ({error.where})", error.reason, doc.raw)
+        rejected.append(located)
+        pipeline.reject(located, doc.raw)
+        return []
+    if not records:
+        pipeline.stats["v2 messages ignored"] += 1
+    events = []
+    for record in records:
+        if isinstance(record, Event):
+            events.append(record)
+        else:
+            pipeline.accept_context(record)
+    return events
+
+
 def _records(
-    doc: Document, engine: Engine, pipeline: Pipeline, rejected: list[RecordError]
+    doc: Document, engine: Engine, pipeline: Pipeline, rejected: list[InputError]
 ) -> list[Event]:
     events = []
     for record in engine.reader.read(doc.value, doc.origin):
-        if isinstance(record, RecordError):
+        if isinstance(record, InputError):
             rejected.append(record)
             pipeline.reject(record, doc.raw)
         elif isinstance(record, Event):

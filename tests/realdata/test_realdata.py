@@ -19,12 +19,17 @@ from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
 from tests.conftest import REALDATA
 
-# The only JSON in realdata that is not FHIR: an npm package manifest and Synthea's export log.
+# What realdata holds that is not FHIR or not a v2 message: an npm package manifest, Synthea's
+# export log, and python-hl7's deliberately malformed batches (segments with no MSH).
 NOT_FHIR = {"fhir-r4-core-examples/package.json", "synthea-bulk-10-patients/log.ndjson"}
+BAD_V2 = {f"hl7v2/python-hl7-tests/{name}.hl7 message 1"
+          for name in ("sample_bad_batch", "sample_bad_file", "sample_bad_file3")}
 
 
 def _documents() -> Iterator[Any]:
     for path in sorted(REALDATA.rglob("*")):
+        if "hl7v2" in path.parts and "expected-fhir-r4" not in path.parts:
+            continue
         if path.suffix == ".json":
             yield json.loads(path.read_text(encoding="utf-8-sig"))
         elif path.suffix == ".ndjson":
@@ -67,14 +72,29 @@ def result(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 def test_realdata_replays_and_rejects_only_what_is_not_fhir(result: Any) -> None:
     replayed, dead = result
-    rejected = {e.where.split(str(REALDATA) + "/")[1].split(":")[0] for e in replayed.rejected}
-    assert rejected == NOT_FHIR
-    assert all(e.reason == "no resourceType: not a FHIR resource" for e in replayed.rejected)
+    rejected = {e.where.split(str(REALDATA) + "/")[1].split(":")[0].split(" (")[0]
+                for e in replayed.rejected}
+    assert rejected == NOT_FHIR | BAD_V2
+    reasons = {e.reason for e in replayed.rejected}
+    assert reasons == {"no resourceType: not a FHIR resource",
+                       "a message must start with an MSH segment"}
     assert len(dead) == len(replayed.rejected)  # nothing lost: each one is in the dead-letter store
 
 
-def test_realdata_signals_match_an_independent_count(result: Any) -> None:
-    replayed, _ = result
+@pytest.fixture(scope="module")
+def fhir_only(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The FHIR files alone (HL7 v2 messages have their own tests in tests/hl7v2)."""
+    paths = [p for p in sorted(REALDATA.iterdir()) if p.is_dir() and p.name != "hl7v2"]
+    paths.append(REALDATA / "hl7v2" / "microsoft-fhir-converter" / "expected-fhir-r4")
+    store = SqliteStore(str(tmp_path_factory.mktemp("fhir") / "state.sqlite3"))
+    try:
+        yield replay(paths, engine, store)
+    finally:
+        store.close()
+
+
+def test_realdata_signals_match_an_independent_count(fhir_only: Any) -> None:
+    replayed = fhir_only
     want = _independent_counts()
     assert want["not-brought"] == 1  # the MS converter's two S26 bundles share one Appointment id
     assert replayed.stats["signal not-brought"] == want["not-brought"]

@@ -34,5 +34,10 @@ def provenance_resource(
             "who": {"identifier": {"system": DEVICE_SYSTEM, "value": "fhir-engagement"},
                     "display": "fhir-engagement adapter"},
         }],
-        "entity": [{"role": "source", "what": {"reference": key}} for key in sources],
+        "entity": [{"role": "source", "what": _what(key, event)} for key in sources],
     }
+
+
+def _what(key: str, event: Event) -> dict[str, object]:
+    """The trigger as the server knows it: an HL7 v2 event is named by its business identifier."""
+    return dict(event.focus) if key == event.key and event.focus else {"reference": key}

@@ -46,7 +46,7 @@ def task_resource(
         "code": {"coding": [{"system": ACTION, "code": action.code, "display": display}],
                  "text": display},
         "description": _description(action, decision, event, systems),
-        "focus": {"reference": event.key},
+        "focus": dict(event.focus) if event.focus else {"reference": event.key},
         "for": subject,
         "authoredOn": event.occurred.isoformat(),
         "restriction": {"period": {"end": action.due.isoformat()}},

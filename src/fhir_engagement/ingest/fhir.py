@@ -373,7 +373,13 @@ class _Ctx:
             performer=_clean_reference(performer),
             version=version or "",
             raw=self.res,
+            identifiers=self._identifier_values(),
         )
+
+    def _identifier_values(self) -> tuple[str, ...]:
+        values = (i.get("value") for i in self.items(self.res, "identifier", "")
+                  if type(i) is dict)
+        return tuple(v for v in values if type(v) is str and v)
 
 
 def _appointment(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:

@@ -1,7 +1,8 @@
-"""Files and folders -> parsed JSON documents, each with its origin (file, line or entry).
+"""Files and folders -> documents (parsed JSON, or raw HL7 v2 messages), each with its origin.
 
 Recognises ``.json`` (one resource or Bundle), ``.ndjson``/``.jsonl`` (Bulk Data export: one
-resource a line) and either of them gzipped. A folder is walked recursively in name order, so a
+resource a line), ``.hl7``/``.txt`` (HL7 v2: one or many messages, batch wrappers allowed) and any
+of them gzipped. A folder is walked recursively in name order, so a
 replay is repeatable; files of other kinds in a folder are counted as skipped, never read.
 """
 
@@ -16,12 +17,14 @@ from typing import Any
 import orjson
 
 from fhir_engagement.errors import RecordError
+from fhir_engagement.ingest.v2parse import split_messages
 
-__all__ = ["Document", "Skipped", "iter_documents"]
+__all__ = ["Document", "Skipped", "V2Document", "iter_documents"]
 
 _BOM = b"\xef\xbb\xbf"
 _JSON = (".json",)
 _NDJSON = (".ndjson", ".jsonl")
+_V2 = (".hl7", ".txt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +37,21 @@ class Document:
 
 
 @dataclass(frozen=True, slots=True)
+class V2Document:
+    """One HL7 v2 message's bytes and where it came from (``file message n``)."""
+
+    raw: bytes
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """A file in a folder that is not a kind replay reads."""
 
     path: str
 
 
-def iter_documents(paths: list[Path]) -> Iterator[Document | RecordError | Skipped]:
+def iter_documents(paths: list[Path]) -> Iterator[Document | V2Document | RecordError | Skipped]:
     """Every document under ``paths``; unreadable ones come out as RecordError, not exceptions."""
     for path in paths:
         if path.is_dir():
@@ -52,11 +63,12 @@ def iter_documents(paths: list[Path]) -> Iterator[Document | RecordError | Skipp
             yield RecordError(str(path), "no such file or folder")
 
 
-def _file(path: Path, named: bool) -> Iterator[Document | RecordError | Skipped]:
+def _file(path: Path, named: bool) -> Iterator[Document | V2Document | RecordError | Skipped]:
     name = path.name.lower().removesuffix(".gz")
-    if not name.endswith(_JSON + _NDJSON):
+    if not name.endswith(_JSON + _NDJSON + _V2):
         if named:
-            yield RecordError(str(path), "not a file replay reads (.json, .ndjson, .jsonl, .gz)")
+            yield RecordError(str(path), "not a file replay reads (.json, .ndjson, .jsonl, .hl7, "
+                              ".txt, .gz)")
         else:
             yield Skipped(str(path))
         return
@@ -67,10 +79,19 @@ def _file(path: Path, named: bool) -> Iterator[Document | RecordError | Skipped]
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         yield RecordError(str(path), f"cannot read: {exc}")
         return
-    if name.endswith(_NDJSON):
+    if name.endswith(".txt") and not named and not _looks_v2(data):
+        yield Skipped(str(path))  # a folder's README or licence, not a feed
+    elif name.endswith(_V2):
+        for number, message in enumerate(split_messages(data), start=1):
+            yield V2Document(message, f"{path} message {number}")
+    elif name.endswith(_NDJSON):
         yield from _lines(data, str(path))
     else:
         yield _parse(data.removeprefix(_BOM), str(path))
+
+
+def _looks_v2(data: bytes) -> bool:
+    return data.removeprefix(_BOM).lstrip()[:3] in (b"MSH", b"BHS", b"FHS")
 
 
 def _lines(data: bytes, origin: str) -> Iterator[Document | RecordError]:

@@ -45,6 +45,12 @@ CREATE TABLE IF NOT EXISTS signals (
 );
 CREATE INDEX IF NOT EXISTS signals_child ON signals (child, occurred);
 
+-- Business identifiers of events (per child), so a v2 message and its FHIR twin are one event.
+CREATE TABLE IF NOT EXISTS event_aliases (
+  alias TEXT PRIMARY KEY,
+  event_key TEXT NOT NULL
+);
+
 -- The outbox: every Flag, Task and Provenance decided, by deterministic id.
 CREATE TABLE IF NOT EXISTS outputs (
   id TEXT PRIMARY KEY,

@@ -80,6 +80,7 @@ class SqliteStore:
                 key, patient, frozenset(codes.split("\n")), start and from_text(start),
                 end and from_text(end), bool(active))
         self._event_keys = {k for (k,) in self._exec("SELECT DISTINCT event_key FROM signals")}
+        self._event_aliases = dict(self._exec("SELECT alias, event_key FROM event_aliases"))
         # Children with history on disk; any other child's history starts empty, with no query.
         self._stored_children = {c for (c,) in self._exec("SELECT DISTINCT child FROM signals")}
         self._output_ids = {k for (k,) in self._exec("SELECT id FROM outputs")}
@@ -168,6 +169,23 @@ class SqliteStore:
             return []
         names = self._by_child.get(child, set()) | {child}
         return [f for name in names for f in self._status.get(name, {}).values()]
+
+    # -- event identity ---------------------------------------------------------------------
+    def event_alias(self, alias: str) -> str | None:
+        return self._event_aliases.get(alias)
+
+    def add_event_aliases(self, aliases: Sequence[str], event_key: str) -> None:
+        fresh = [(a, event_key) for a in aliases if a not in self._event_aliases]
+        if fresh:
+            self._event_aliases.update(fresh)
+            self._exec_many("INSERT OR IGNORE INTO event_aliases (alias, event_key) VALUES (?, ?)",
+                            fresh)
+
+    def _exec_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        try:
+            self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.location}: {exc}") from exc
 
     # -- signals: the history ---------------------------------------------------------------
     def signals_of(self, event_key: str) -> dict[str, SignalRow]:

@@ -157,11 +157,11 @@ def test_a_bad_ndjson_line_names_its_line_and_the_rest_are_read(tmp_path: Path) 
 def test_a_folder_skips_other_files_and_a_named_file_of_another_kind_is_an_error(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "notes.txt").write_text("not FHIR", encoding="utf-8")
+    (tmp_path / "notes.md").write_text("not FHIR", encoding="utf-8")
     (tmp_path / "a.json").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p1"}))
     folder = _documents([tmp_path])
     assert [type(d) for d in folder] == [Document, Skipped]
-    (named,) = _documents([tmp_path / "notes.txt"])
+    (named,) = _documents([tmp_path / "notes.md"])
     assert isinstance(named, RecordError)
     (missing,) = _documents([tmp_path / "nope.json"])
     assert isinstance(missing, RecordError)

@@ -1,0 +1,182 @@
+"""One HL7 v2 message -> the same records a FHIR twin gives (PatientFacts + Event), and its ACK.
+
+The mapping for the message type (mappings/hl7v2/) names the fields; this module only reads them.
+A message type with no mapping is acknowledged and ignored: most of a PAS feed is ADT updates the
+guidance has nothing to say about.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from fhir_engagement.errors import MessageError
+from fhir_engagement.ingest.fhir import Record, nhs_number_is_valid
+from fhir_engagement.ingest.fhirtime import parse_datetime
+from fhir_engagement.ingest.v2map import V2Mapping, V2Mappings
+from fhir_engagement.ingest.v2parse import V2Message
+from fhir_engagement.model import Event, PatientFacts
+
+__all__ = ["build_ack", "read_v2", "v2_time"]
+
+_NHS_TYPES = frozenset({"NH", "HN", "NHS"})
+_TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d+)?([+-]\d{4})?$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def read_v2(message: V2Message, mappings: V2Mappings, origin: str) -> list[Record]:
+    """The records in one message; [] for a type the mappings ignore. Raises MessageError."""
+    mapping = mappings.for_type(message.message_type)
+    if mapping is None:
+        return []
+    patient = _patient(message, origin)
+    return [patient, _event(message, mapping, patient, origin)]
+
+
+def _patient(message: V2Message, origin: str) -> PatientFacts:
+    if not message.has("PID"):
+        raise MessageError("PID", "no PID segment: the message names no patient")
+    aliases: list[str] = []
+    nhs = None
+    for field in ("PID-3", "PID-2"):
+        for rep in range(message.repetitions(field)):
+            value = message.get(f"{field}.1", rep).replace(" ", "")
+            if not value:
+                continue
+            authority = message.get(f"{field}.4.1", rep) or message.get(f"{field}.4", rep)
+            kind = message.get(f"{field}.5", rep).upper()
+            if kind in _NHS_TYPES or authority.upper() == "NHS":
+                if nhs_number_is_valid(value):
+                    nhs = value
+                    aliases.insert(0, f"nhs:{value}")
+                continue  # an invalid NHS number must never join children's records
+            aliases.append(f"id:urn:hl7v2:{authority or message.get('MSH-4.1') or 'local'}|{value}")
+    if not aliases:
+        raise MessageError("PID-3", "no usable patient identifier")
+    birth = _v2_date(message.get("PID-7.1"))
+    return PatientFacts(tuple(dict.fromkeys(aliases)), nhs, birth, origin)
+
+
+def _event(message: V2Message, mapping: V2Mapping, patient: PatientFacts, origin: str) -> Event:
+    ident = _first(message, mapping.id_fields)
+    if not ident:
+        raise MessageError("/".join(mapping.id_fields), f"{message.message_type} carries no "
+                           "appointment or visit id to recognise it when re-sent")
+    facility = message.get("MSH-4.1")
+    occurred = _time(message, mapping)
+    slots: dict[str, frozenset[str]] = {}
+    for source in mapping.slots:
+        code = source.codes(message.get(source.field) if source.field else "", facility)
+        if code:
+            slots[source.slot] = frozenset({code})
+    system = f"urn:hl7v2:{facility or 'local'}:{mapping.resource.lower()}"
+    return Event(
+        key=f"{mapping.resource}/v2.{_UNSAFE.sub('-', facility)}.{_UNSAFE.sub('-', ident)}"[:64],
+        resource_type=mapping.resource,
+        occurred=occurred,
+        patient=patient.aliases[0],
+        subject=None,
+        slots=slots,
+        origin=origin,
+        source=f"urn:hl7v2:{message.get('MSH-3.1')}:{facility}",
+        provider=f"Organization/v2.{_UNSAFE.sub('-', facility)}" if facility else None,
+        service=_first(message, mapping.service_fields) or None,
+        performer=_performer(message, mapping.performer),
+        version=_version(message),
+        focus={"type": mapping.resource, "identifier": {"system": system, "value": ident}},
+        identifiers=(ident,),
+    )
+
+
+def _time(message: V2Message, mapping: V2Mapping) -> datetime | None:
+    for ref in mapping.time_fields:
+        raw = message.get(ref)
+        if raw:
+            moment = v2_time(raw)
+            if moment is None:
+                raise MessageError(ref, f"not an HL7 v2 timestamp: {raw!r}")
+            return moment
+    return None
+
+
+def v2_time(value: str) -> datetime | None:
+    """``YYYYMMDD[HHMM[SS[.S]]][+/-ZZZZ]`` -> aware UTC datetime (local London when no offset)."""
+    match = _TS.match(value.strip())
+    if match is None:
+        return None
+    y, mo, d, h, mi, s, frac, tz = match.groups()
+    iso = f"{y}-{mo or '01'}-{d or '01'}T{h or '00'}:{mi or '00'}:{s or '00'}{(frac or '')[:7]}"
+    if tz:
+        iso += f"{tz[:3]}:{tz[3:]}"
+    return parse_datetime(iso)
+
+
+def _v2_date(value: str) -> str | None:
+    """PID-7 -> a FHIR date, keeping its precision (``2012``, ``2012-05``, ``2012-05-01``)."""
+    digits = value.strip()[:8]
+    if not digits.isdigit() or len(digits) not in (4, 6, 8):
+        return None
+    return "-".join(p for p in (digits[:4], digits[4:6], digits[6:8]) if p)
+
+
+def _first(message: V2Message, refs: tuple[str, ...]) -> str:
+    for ref in refs:
+        value = message.get(ref).strip()
+        if value:
+            return value
+    return ""
+
+
+def _performer(message: V2Message, ref: str | None) -> dict[str, object] | None:
+    if not ref or not message.get(f"{ref}.1"):
+        return None
+    name = " ".join(p for p in (message.get(f"{ref}.6"), message.get(f"{ref}.3"),
+                                message.get(f"{ref}.2")) if p)
+    performer: dict[str, object] = {
+        "type": "Practitioner",
+        "identifier": {"system": f"urn:hl7v2:{message.get('MSH-4.1') or 'local'}:practitioner",
+                       "value": message.get(f"{ref}.1")}}
+    if name:
+        performer["display"] = name
+    return performer
+
+
+def _version(message: V2Message) -> str:
+    moment = v2_time(message.get("MSH-7.1"))
+    return moment.isoformat() if moment else ""
+
+
+def build_ack(message: V2Message | None, code: str, text: str = "", where: str = "") -> bytes:
+    """An ACK: MSA-1 AA/AE/AR, MSA-2 echoing MSH-10, an ERR segment naming what was wrong.
+
+    Built as text: hl7apy takes 1.75 ms to build one, which alone would cap MLLP at ~570 msg/s.
+    Sending application/facility are the original's receiving ones, and the other way round.
+    """
+    sep = message.separators if message else "|^~\\&"
+    esc = _escaper(sep)
+    get = message.get if message else (lambda _ref: "")
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+    control = f"ACK{datetime.now(UTC).strftime('%Y%m%d%H%M%S%f')}"
+    f = sep[0]
+    msh = f.join(["MSH", sep[1:], esc(get("MSH-5")), esc(get("MSH-6")), esc(get("MSH-3")),
+                  esc(get("MSH-4")), stamp, "", f"ACK{sep[1]}{esc(get('MSH-9.2'))}{sep[1]}ACK",
+                  control, "P", esc(get("MSH-12.1")) or "2.5"])
+    segments = [msh, f.join(["MSA", code, esc(get("MSH-10")), esc(text[:80])])]
+    if code != "AA":
+        # ERR-2 location, ERR-3 error code (HL7 table 0357), ERR-4 severity, ERR-8 user message
+        error_code = "207" if code == "AR" else "100"
+        segments.append(f.join(["ERR", "", esc(where), error_code, "E", "", "", "", esc(text)]))
+    return ("\r".join(segments) + "\r").encode("utf-8")
+
+
+def _escaper(sep: str) -> Callable[[str], str]:
+    table = {sep[3]: f"{sep[3]}E{sep[3]}", sep[0]: f"{sep[3]}F{sep[3]}",
+             sep[1]: f"{sep[3]}S{sep[3]}", sep[2]: f"{sep[3]}R{sep[3]}",
+             sep[4]: f"{sep[3]}T{sep[3]}"}
+
+    def escape(value: str) -> str:
+        return "".join(table.get(ch, ch) for ch in value.replace("\r", " ").replace("\n", " "))
+
+    return escape
+
