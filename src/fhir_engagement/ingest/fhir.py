@@ -421,7 +421,9 @@ def _actor_type(actor: Json, ctx: _Ctx) -> str:
         return declared
     ref = actor.get("reference")
     if not isinstance(ref, str):
-        return ""
+        ident = actor.get("identifier")
+        nhs = isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM
+        return "Patient" if nhs else ""  # an NHS number names a patient even without a type
     if ref.startswith("#"):
         for item in ctx.items(ctx.res, "contained", ""):
             if isinstance(item, dict) and f"#{item.get('id')}" == ref:
