@@ -10,6 +10,7 @@ from fhir_engagement.errors import (
     MappingError,
     MessageError,
     RecordError,
+    ReportError,
     RulesError,
     StoreError,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "MappingError",
     "MessageError",
     "RecordError",
+    "ReportError",
     "RulesError",
     "StoreError",
     "__version__",

@@ -8,7 +8,8 @@
     │   ├── RecordError        one FHIR record cannot be read (names file, position and JSON path)
     │   ├── MessageError       one HL7 v2 message cannot be parsed or mapped (names segment/field)
     │   └── FramingError       an MLLP block is malformed or too large
-    └── StoreError             the durable store cannot be used
+    ├── StoreError             the durable store cannot be used
+    └── ReportError            a report cannot be made as asked (unknown patient, no store, bad dates)
 
 Errors become answers in exactly one place per entry point: the CLI (message + exit code) today,
 the HTTP middleware and the MLLP handler later. Foreign exceptions are translated at the boundary
@@ -25,6 +26,7 @@ __all__ = [
     "MappingError",
     "MessageError",
     "RecordError",
+    "ReportError",
     "RulesError",
     "StoreError",
 ]
@@ -73,3 +75,10 @@ class FramingError(InputError):
 
 class StoreError(EngagementError):
     """The durable store failed; callers must not acknowledge input they could not keep."""
+
+
+class ReportError(EngagementError):
+    """A report cannot be made as asked: the CLI prints the reason and exits 2.
+
+    Its message never repeats the patient identifier it was given: it goes to terminals and logs.
+    """

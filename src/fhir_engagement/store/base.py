@@ -6,14 +6,23 @@ and idempotency hold across runs and restarts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
 
-__all__ = ["ChildRecord", "OutputRow", "SignalRow", "Store"]
+__all__ = [
+    "Access",
+    "AppointmentCount",
+    "ChildRecord",
+    "ChildSignal",
+    "OutputRow",
+    "SignalRow",
+    "SituationRow",
+    "Store",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,5 +82,80 @@ class Store(Protocol):
     def put_output(self, row: OutputRow, run: int) -> None: ...
     def run_outputs(self, run: int) -> list[OutputRow]: ...
 
+    def inbox_put(self, channel: str, sender: str, control_id: str, origin: str,
+                  raw: bytes) -> bool: ...
+    def inbox_pending(self, limit: int) -> list[tuple[int, str, bytes]]: ...
+    def inbox_done(self, ids: Sequence[int]) -> None: ...
+
     def dead_letter(self, origin: str, reason: str, raw: bytes) -> None: ...
     def dead_letters(self) -> list[tuple[str, str, bytes]]: ...
+
+    # -- reports: read-only, except the audit of who read a child's chronology ---------------
+    def appointment_counts(
+        self,
+        counted: Collection[str],
+        missed: Collection[str],
+        exclude_prefixes: Collection[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        provider: str | None = None,
+    ) -> list[AppointmentCount]: ...
+    def situation_rows(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> list[SituationRow]: ...
+    def outputs_of_kind(self, kind: str) -> list[OutputRow]: ...
+    def child_signals(self, child: str) -> list[ChildSignal]: ...
+    def child_outputs(self, child: str) -> list[OutputRow]: ...
+    def audit_key(self) -> bytes: ...
+    def record_access(self, access: Access) -> None: ...
+    def accesses(self) -> list[Access]: ...
+
+
+# -- reports: the rows the report queries return ----------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AppointmentCount:
+    """Events with an outcome, grouped by provider, UTC hour, adult or not, and missed or not.
+
+    The hour, not the day, because quarters are counted in local time: in Europe/London three of
+    the four quarters start at 23:00 UTC the day before.
+    """
+
+    provider: str | None
+    hour: datetime
+    adult: bool
+    missed: bool
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class SituationRow:
+    """One unretracted signal of a child (never an adult) that the rules placed in a table row."""
+
+    child: str
+    situation: str
+    occurred: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSignal:
+    """One signal in a child's chronology, retracted ones included (and marked)."""
+
+    event_key: str
+    signal: str
+    occurred: datetime
+    service: str | None
+    provider: str | None
+    band: str
+    situation: str
+    retracted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One read of identifiable data: who, when, what, and which child as a keyed hash only."""
+
+    at: datetime
+    who: str
+    action: str
+    subject: str
+    detail: str = ""

@@ -62,10 +62,36 @@ CREATE TABLE IF NOT EXISTS outputs (
 );
 CREATE INDEX IF NOT EXISTS outputs_run ON outputs (run, seq);
 
+-- The durable inbox: a message is here (committed) before it is acknowledged. A sender's
+-- re-sent message (same MSH-3/MSH-4 and MSH-10) is acknowledged again and not processed twice.
+CREATE TABLE IF NOT EXISTS inbox (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  received TEXT NOT NULL,
+  channel TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  control_id TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  raw BLOB NOT NULL,
+  state TEXT NOT NULL DEFAULT 'pending',
+  UNIQUE (channel, sender, control_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (state, id);
+
 CREATE TABLE IF NOT EXISTS dead_letters (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   received TEXT NOT NULL,
   origin TEXT NOT NULL,
   reason TEXT NOT NULL,
   raw BLOB NOT NULL
+);
+
+-- Reports: every read of one child's chronology (identifiable data), for the data protection
+-- officer. `subject` is a keyed hash of the child (HMAC with meta 'audit_key'), never the NHS number.
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at TEXT NOT NULL,
+  who TEXT NOT NULL,
+  action TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT ''
 );

@@ -10,16 +10,25 @@ the PostgreSQL store the live-mode issue adds.
 from __future__ import annotations
 
 import bisect
+import secrets
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 from fhir_engagement.errors import StoreError
 from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
-from fhir_engagement.store.base import ChildRecord, OutputRow, SignalRow
+from fhir_engagement.store.base import (
+    Access,
+    AppointmentCount,
+    ChildRecord,
+    ChildSignal,
+    OutputRow,
+    SignalRow,
+    SituationRow,
+)
 
 __all__ = ["SqliteStore", "from_text", "to_text"]
 
@@ -269,6 +278,24 @@ class SqliteStore:
                           (run,)).fetchall()
         return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
 
+    # -- the inbox --------------------------------------------------------------------------
+    def inbox_put(self, channel: str, sender: str, control_id: str, origin: str,
+                  raw: bytes) -> bool:
+        """Keep a received message; False when the sender already sent this control id."""
+        cur = self._exec(
+            "INSERT OR IGNORE INTO inbox (received, channel, sender, control_id, origin, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (to_text(datetime.now(UTC)), channel, sender, control_id, origin, raw))
+        return cur.rowcount == 1
+
+    def inbox_pending(self, limit: int) -> list[tuple[int, str, bytes]]:
+        rows = self._exec("SELECT id, origin, raw FROM inbox WHERE state = 'pending' "
+                          "ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [(i, o, bytes(r)) for i, o, r in rows]
+
+    def inbox_done(self, ids: Sequence[int]) -> None:
+        self._exec_many("UPDATE inbox SET state = 'done' WHERE id = ?", [(i,) for i in ids])
+
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, origin: str, reason: str, raw: bytes) -> None:
         self._exec("INSERT INTO dead_letters (received, origin, reason, raw) VALUES (?, ?, ?, ?)",
@@ -277,3 +304,115 @@ class SqliteStore:
     def dead_letters(self) -> list[tuple[str, str, bytes]]:
         rows = self._exec("SELECT origin, reason, raw FROM dead_letters ORDER BY id").fetchall()
         return [(o, r, bytes(b)) for o, r, b in rows]
+
+    # -- reports: read-only, except the audit of who read a child's chronology ---------------
+    # Each query flushes first: replay buffers its writes until commit. They run once per
+    # report and aggregate in SQL, so no in-memory index is needed for them.
+    def appointment_counts(
+        self,
+        counted: Collection[str],
+        missed: Collection[str],
+        exclude_prefixes: Collection[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        provider: str | None = None,
+    ) -> list[AppointmentCount]:
+        """One row per event key first (an event can carry several signals), then grouped."""
+        self._flush()
+        counted, missed = sorted(counted), sorted(missed)
+        inner = ["retracted = 0", f"signal IN ({_marks(counted)})"]
+        params: list[object] = [*missed, *counted]
+        for prefix in exclude_prefixes:
+            inner.append("substr(event_key, 1, ?) != ?")
+            params += [len(prefix), prefix]
+        outer, outer_params = _period("occurred", start, end)
+        if provider is not None:
+            outer.append("provider = ?")
+            outer_params.append(provider)
+        rows = self._exec(
+            "SELECT provider, substr(occurred, 1, 13), adult, missed, COUNT(*) FROM ("
+            "  SELECT MAX(provider) AS provider, MAX(occurred) AS occurred,"
+            f"   MAX(band = 'adult') AS adult, MAX(signal IN ({_marks(missed)})) AS missed"
+            f"  FROM signals WHERE {' AND '.join(inner)} GROUP BY event_key)"
+            f" WHERE {' AND '.join(outer) or '1'} GROUP BY 1, 2, 3, 4",
+            (*params, *outer_params)).fetchall()
+        return [AppointmentCount(p, _hour(h), bool(a), bool(m), n) for p, h, a, m, n in rows]
+
+    def situation_rows(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> list[SituationRow]:
+        self._flush()
+        where, params = _period("occurred", start, end)
+        where += ["retracted = 0", "band != 'adult'", "situation != ''"]
+        rows = self._exec(f"SELECT child, situation, occurred FROM signals WHERE {' AND '.join(where)}",
+                          params).fetchall()
+        return [SituationRow(c, s, from_text(o)) for c, s, o in rows]
+
+    def outputs_of_kind(self, kind: str) -> list[OutputRow]:
+        self._flush()
+        rows = self._exec("SELECT id, kind, child, resource FROM outputs WHERE kind = ? ORDER BY seq",
+                          (kind,)).fetchall()
+        return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
+
+    def child_signals(self, child: str) -> list[ChildSignal]:
+        """Under every name the child is known by: an event read before its Patient keeps the
+        alias it came with."""
+        self._flush()
+        names = sorted(self._by_child.get(child, set()) | {child})
+        rows = self._exec(
+            "SELECT event_key, signal, occurred, service, provider, band, situation, retracted "
+            f"FROM signals WHERE child IN ({_marks(names)}) ORDER BY occurred, event_key, signal",
+            names).fetchall()
+        return [ChildSignal(k, s, from_text(o), sv, p, b, sit, bool(r))
+                for k, s, o, sv, p, b, sit, r in rows]
+
+    def child_outputs(self, child: str) -> list[OutputRow]:
+        self._flush()
+        names = sorted(self._by_child.get(child, set()) | {child})
+        rows = self._exec("SELECT id, kind, child, resource FROM outputs "
+                          f"WHERE child IN ({_marks(names)}) ORDER BY seq", names).fetchall()
+        return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
+
+    def audit_key(self) -> bytes:
+        """This store's secret for hashing audited children; made on first use, kept in meta.
+
+        Keyed, because a plain hash of an NHS number is reversed by trying every number."""
+        self._flush()
+        row = self._exec("SELECT value FROM meta WHERE key = 'audit_key'").fetchone()
+        if row:
+            return bytes.fromhex(row[0])
+        key = secrets.token_bytes(32)
+        self._exec("INSERT INTO meta (key, value) VALUES ('audit_key', ?)", (key.hex(),))
+        return key
+
+    def record_access(self, access: Access) -> None:
+        """Durable at the next ``commit``: the caller commits before it shows anything."""
+        self._exec("INSERT INTO audit (at, who, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                   (to_text(access.at), access.who, access.action, access.subject, access.detail))
+
+    def accesses(self) -> list[Access]:
+        rows = self._exec("SELECT at, who, action, subject, detail FROM audit ORDER BY id").fetchall()
+        return [Access(from_text(a), w, act, s, d) for a, w, act, s, d in rows]
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _period(
+    column: str, start: datetime | None, end: datetime | None
+) -> tuple[list[str], list[object]]:
+    """SQL conditions for ``start <= column < end`` on the fixed-width UTC text."""
+    where: list[str] = []
+    params: list[object] = []
+    if start is not None:
+        where.append(f"{column} >= ?")
+        params.append(to_text(start))
+    if end is not None:
+        where.append(f"{column} < ?")
+        params.append(to_text(end))
+    return where, params
+
+
+def _hour(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
