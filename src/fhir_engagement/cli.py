@@ -1,4 +1,4 @@
-"""The command line: ``fhir-engagement replay|check|serve``. Turns errors into messages and exit codes.
+"""The command line: ``fhir-engagement replay|check|serve|report``. Turns errors into messages and exit codes.
 
 No logic lives here. Exit status: 0 every record read, 1 some record rejected (each one reported
 with file, position and reason), 2 usage or configuration error. Never a traceback for bad input.
@@ -9,19 +9,28 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 import orjson
 from aiohttp import web
 
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
-from fhir_engagement.errors import ConfigError, StoreError
+from fhir_engagement.errors import ConfigError, ReportError, StoreError
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import ReplayResult, replay
+from fhir_engagement.reports import open_report_store
+from fhir_engagement.reports.audit import requester
+from fhir_engagement.reports.charts import mix_chart, rate_chart
+from fhir_engagement.reports.chronology import chronology_bundle, chronology_text, open_chronology
+from fhir_engagement.reports.mix import mix_csv, mix_report, mix_text
+from fhir_engagement.reports.period import Period
+from fhir_engagement.reports.rates import rate_csv, rate_report, rate_text
 from fhir_engagement.server import build_app
-from fhir_engagement.store import open_store
+from fhir_engagement.store import Store, open_store
 
 __all__ = ["main"]
 
@@ -40,12 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(engine, settings, sys.stdout)
         if args.command == "serve":
             return _serve(engine, settings)
+        if args.command == "report":
+            return _report(args, engine, settings, sys.stdout)
         return _replay(args, engine, settings, sys.stderr)
     except ConfigError as exc:
         print(f"fhir-engagement: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:
         print(f"fhir-engagement: store error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ReportError as exc:
+        print(f"fhir-engagement: report error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -70,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, help="HTTP port (default 8080)")
     sv.add_argument("--mllp-port", type=int, help="MLLP port for HL7 v2 feeds (off by default)")
     sv.add_argument("--store", help="SQLite file that keeps state")
+    _report_parser(sub)
     return parser
 
 
@@ -153,3 +168,79 @@ def _check(engine: Engine, settings: Settings, out: TextIO) -> int:
     print(f"rules: version {rules.version}, {len(rules.cells)} cells, "
           f"{len(rules.holidays)} holidays, {len(rules.owners)} owner roles", file=out)
     return EXIT_OK
+
+
+# -- report: aggregate figures by default; a chronology only for a named, audited request -------
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rp = sub.add_parser("report", help="the not-brought rate, the pattern mix, a child's chronology")
+    kinds = rp.add_subparsers(dest="report", required=True)
+    for name, text in (("rate", "not-brought rate per provider per quarter"),
+                       ("mix", "children by pattern, Flags and Tasks by code, per quarter")):
+        kp = kinds.add_parser(name, help=text)
+        kp.add_argument("--from", dest="first", type=_day, help="first day (YYYY-MM-DD, local)")
+        kp.add_argument("--to", dest="last", type=_day, help="last day, included")
+        if name == "rate":
+            kp.add_argument("--provider", help="one provider, as the report names it "
+                            "(e.g. Organization/RJ1)")
+        kp.add_argument("--csv", type=Path, help="also write the figures as CSV")
+        kp.add_argument("--svg", type=Path, help="also write the chart as SVG")
+        kp.add_argument("--store", help="the SQLite store to read")
+    cp = kinds.add_parser("chronology", help="one child's events and actions, in order (audited)")
+    cp.add_argument("--patient", required=True, metavar="NHS_NUMBER",
+                    help="the child's NHS number (required: chronologies are never aggregate)")
+    cp.add_argument("--bundle", type=Path, help="also write a FHIR Bundle (collection)")
+    cp.add_argument("--requested-by", help="who asks, for the audit log (default: the OS user)")
+    cp.add_argument("--store", help="the SQLite store to read")
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _report(args: argparse.Namespace, engine: Engine, settings: Settings, out: TextIO) -> int:
+    store = open_report_store(settings.store)
+    try:
+        tz = ZoneInfo(engine.rules.timezone)
+        if args.report == "rate":
+            rates = rate_report(store, tz, Period(args.first, args.last), args.provider)
+            _files(args, rate_csv(rates), rate_chart(rates))
+            print(rate_text(rates), end="", file=out)
+        elif args.report == "mix":
+            mix = mix_report(store, tz, Period(args.first, args.last))
+            _files(args, mix_csv(mix), mix_chart(mix))
+            print(mix_text(mix, engine.systems), end="", file=out)
+        else:
+            _chronology(args, engine, store, tz, out)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _chronology(args: argparse.Namespace, engine: Engine, store: Store, tz: ZoneInfo,
+                out: TextIO) -> None:
+    detail = "text and bundle" if args.bundle else "text"
+    chron = open_chronology(store, args.patient, engine.systems, requester(args.requested_by),
+                            detail)
+    if args.bundle:
+        bundle = chronology_bundle(chron, engine.systems)
+        _write(args.bundle, orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode())
+    print(chronology_text(chron, engine.systems, tz), end="", file=out)
+
+
+def _files(args: argparse.Namespace, csv_text: str, svg_text: str) -> None:
+    if args.csv:
+        _write(args.csv, csv_text)
+    if args.svg:
+        _write(args.svg, svg_text)
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror}") from exc
+    print(f"wrote {path}", file=sys.stderr)

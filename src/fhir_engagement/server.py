@@ -16,6 +16,7 @@ from aiohttp import web
 from fhir_engagement.config import Settings
 from fhir_engagement.ingest.mllp import MllpListener, MllpSettings, start_mllp_server
 from fhir_engagement.pipeline import Engine, Pipeline
+from fhir_engagement.reports.dashboard import dashboard_handler
 from fhir_engagement.store.base import Store
 
 __all__ = ["ENGINE", "MLLP_SERVER", "PIPELINE", "SETTINGS", "STORE", "build_app"]
@@ -33,6 +34,8 @@ def build_app(settings: Settings, engine: Engine, store: Store) -> web.Applicati
     app[SETTINGS], app[ENGINE], app[STORE] = settings, engine, store
     app[PIPELINE] = Pipeline(engine, store, store.start_run("serve"))
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/dashboard", dashboard_handler(store, engine.rules.timezone,
+                                                         engine.systems))
     if settings.mllp_port is not None:
         app.cleanup_ctx.append(_mllp)
     return app
