@@ -29,15 +29,13 @@ from fhir_engagement.decisions.ids import (
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
 from fhir_engagement.decisions.validate import InvalidOutputError, OutputValidator
-from fhir_engagement.errors import InputError, MessageError, RecordError, StoreError
+from fhir_engagement.errors import InputError, RecordError
 from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
 from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
 from fhir_engagement.ingest.fhir import Reader, Record
 from fhir_engagement.ingest.fhirtime import latest_date
-from fhir_engagement.ingest.hl7v2 import build_ack, read_v2
 from fhir_engagement.ingest.v2map import V2Mappings, load_v2_mappings
-from fhir_engagement.ingest.v2parse import V2Message, parse_message
 from fhir_engagement.ingest.validate import validate_input
 from fhir_engagement.model import (
     Action,
@@ -108,65 +106,8 @@ class Pipeline:
         self.store.dead_letter(error.where, error.reason, raw)
         self.stats["rejected"] += 1
 
-    # -- HL7 v2 messages: stored, then acknowledged; processed from the inbox ---------------
-    def accept_v2(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
-        """Keep one v2 message durably, then answer it: (ACK, whether it is new).
-
-        AA only after the message is committed to the inbox; AE (the message kept in the
-        dead-letter store with the reason) when it cannot be parsed or mapped; AR when the store
-        cannot keep it, so that the sender keeps it and sends it again.
-        """
-        message = None
-        try:
-            message = parse_message(raw)
-            read_v2(message, self.engine.v2, origin)  # map now: unmappable means AE, not AA
-        except MessageError as error:
-            return self._refuse(message, raw, origin, error), False
-        try:
-            fresh = self.store.inbox_put("mllp", message.sender, message.control_id, origin, raw)
-            self.store.commit()
-        except StoreError:
-            return build_ack(message, "AR", "the adapter cannot store messages now: send again"), \
-                False
-        self.stats["received" if fresh else "duplicates"] += 1
-        return build_ack(message, "AA"), fresh
-
-    def refuse_oversize(self, head: bytes, limit: int) -> bytes:
-        """A frame over the size limit: AE, with its head kept, so the sender knows to split it."""
-        try:
-            message = parse_message(head.split(b"\r", 1)[0] + b"\r")
-        except MessageError:
-            message = None
-        error = MessageError("MLLP frame", f"larger than the {limit:,}-byte limit")
-        return self._refuse(message, head, "mllp", error)
-
-    def _refuse(
-        self, message: V2Message | None, raw: bytes, origin: str, error: MessageError
-    ) -> bytes:
-        try:
-            self.store.dead_letter(f"{origin} ({error.where})", error.reason, raw)
-            self.store.commit()
-        except StoreError:
-            return build_ack(message, "AR", "the adapter cannot store messages now: send again")
-        self.stats["rejected"] += 1
-        return build_ack(message, "AE", error.reason, error.where)
-
-    def drain_inbox(self, limit: int = 500) -> int:
-        """Process up to ``limit`` stored messages in arrival order; returns how many."""
-        rows = self.store.inbox_pending(limit)
-        for _, origin, raw in rows:
-            try:
-                records = read_v2(parse_message(raw), self.engine.v2, origin)
-            except MessageError as error:
-                self.reject(MessageError(f"{origin} ({error.where})", error.reason), raw)
-                continue
-            self._apply(records, raw)
-        if rows:
-            self.store.inbox_done([row[0] for row in rows])
-            self.store.commit()
-        return len(rows)
-
-    def _apply(self, records: list[Record], raw: bytes) -> None:
+    def apply(self, records: list[Record], raw: bytes) -> None:
+        """Context first-come, events through ``process``; what cannot be used is dead-lettered."""
         for record in records:
             if not isinstance(record, Event):
                 self.accept_context(record)

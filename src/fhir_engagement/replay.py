@@ -20,6 +20,7 @@ import orjson
 
 from fhir_engagement.decisions.bundle import transaction
 from fhir_engagement.errors import InputError, MessageError
+from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.files import Document, Skipped, V2Document, iter_documents
 from fhir_engagement.ingest.hl7v2 import read_v2
 from fhir_engagement.ingest.v2parse import parse_message
@@ -111,24 +112,27 @@ def _v2_records(
         return []
     if not records:
         pipeline.stats["v2 messages ignored"] += 1
-    events = []
-    for record in records:
-        if isinstance(record, Event):
-            events.append(record)
-        else:
-            pipeline.accept_context(record)
-    return events
+    return _split_context(records, pipeline)
 
 
 def _records(
     doc: Document, engine: Engine, pipeline: Pipeline, rejected: list[InputError]
 ) -> list[Event]:
-    events = []
+    records = []
     for record in engine.reader.read(doc.value, doc.origin):
         if isinstance(record, InputError):
             rejected.append(record)
             pipeline.reject(record, doc.raw)
-        elif isinstance(record, Event):
+        else:
+            records.append(record)
+    return _split_context(records, pipeline)
+
+
+def _split_context(records: list[Record], pipeline: Pipeline) -> list[Event]:
+    """Keep context now; return the events, to be sorted into event-time order."""
+    events = []
+    for record in records:
+        if isinstance(record, Event):
             events.append(record)
         else:
             pipeline.accept_context(record)

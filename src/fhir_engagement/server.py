@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from fhir_engagement.config import Settings
+from fhir_engagement.inbox import V2Inbox
 from fhir_engagement.ingest.mllp import MllpListener, MllpSettings, start_mllp_server
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.reports.dashboard import dashboard_handler
@@ -43,35 +44,35 @@ def build_app(settings: Settings, engine: Engine, store: Store) -> web.Applicati
 
 async def _mllp(app: web.Application) -> AsyncIterator[None]:
     """The MLLP listener and the worker that drains its inbox, for the app's lifetime."""
-    settings, pipeline = app[SETTINGS], app[PIPELINE]
+    settings, inbox = app[SETTINGS], V2Inbox(app[PIPELINE])
     wake = asyncio.Event()
     wake.set()  # messages kept before a restart are processed first
 
     async def handle(raw: bytes) -> bytes:
-        ack, fresh = pipeline.accept_v2(raw, f"mllp:{settings.mllp_port}")
+        ack, fresh = inbox.accept(raw, f"mllp:{settings.mllp_port}")
         if fresh:
             wake.set()
         return ack
 
     limits = MllpSettings(settings.mllp_max_frame, settings.mllp_idle_timeout)
-    server = await start_mllp_server(handle, pipeline.refuse_oversize, settings.mllp_host,
+    server = await start_mllp_server(handle, inbox.refuse_oversize, settings.mllp_host,
                                      settings.mllp_port or 0, limits)
     app[MLLP_SERVER] = server
-    worker = asyncio.create_task(_drain(pipeline, wake))
+    worker = asyncio.create_task(_drain(inbox, wake))
     yield
     await server.close()
     worker.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await worker
-    while pipeline.drain_inbox():  # graceful: what was acknowledged is processed before exit
+    while inbox.drain():  # graceful: what was acknowledged is processed before exit
         pass
 
 
-async def _drain(pipeline: Pipeline, wake: asyncio.Event) -> None:
+async def _drain(inbox: V2Inbox, wake: asyncio.Event) -> None:
     while True:
         await wake.wait()
         wake.clear()
-        if pipeline.drain_inbox():
+        if inbox.drain():
             wake.set()  # there may be more: look again, after letting the listener in
             await asyncio.sleep(0)
 

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from fhir_engagement.config import Settings
+from fhir_engagement.inbox import V2Inbox
 from fhir_engagement.ingest.mllp import END, START
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.server import MLLP_SERVER, PIPELINE, build_app
@@ -151,9 +152,9 @@ async def test_store_unavailable_gets_ar_so_the_sender_keeps_the_message(
 
 async def test_acknowledged_messages_survive_a_restart(tmp_path: Path, engine: Engine) -> None:
     store = SqliteStore(str(tmp_path / "state.sqlite3"))
-    pipeline = Pipeline(engine, store, store.start_run("before the crash"))
+    inbox = V2Inbox(Pipeline(engine, store, store.start_run("before the crash")))
     for i in range(5):
-        ack, fresh = pipeline.accept_v2(siu("S26", f"k{i}", f"A{i}", "20260302100000",
+        ack, fresh = inbox.accept(siu("S26", f"k{i}", f"A{i}", "20260302100000",
                                             nhs_number(300 + i)), "mllp")
         assert fresh
         assert b"MSA|AA|" in ack
