@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from fhir_engagement.errors import (
+    AuthRequiredError,
     ConfigError,
+    DeliveryError,
     EngagementError,
     FramingError,
     InputError,
     MappingError,
     MessageError,
+    PermanentDeliveryError,
     RecordError,
     ReportError,
+    RetryableDeliveryError,
     RulesError,
     StoreError,
 )
@@ -18,14 +22,18 @@ from fhir_engagement.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthRequiredError",
     "ConfigError",
+    "DeliveryError",
     "EngagementError",
     "FramingError",
     "InputError",
     "MappingError",
     "MessageError",
+    "PermanentDeliveryError",
     "RecordError",
     "ReportError",
+    "RetryableDeliveryError",
     "RulesError",
     "StoreError",
     "__version__",

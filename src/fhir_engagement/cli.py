@@ -1,12 +1,14 @@
 """The command line: ``fhir-engagement replay|check|serve|report``. Turns errors into messages and exit codes.
 
 No logic lives here. Exit status: 0 every record read, 1 some record rejected (each one reported
-with file, position and reason), 2 usage or configuration error. Never a traceback for bad input.
+with file, position and reason), 2 usage or configuration error, 3 (replay --fhir-base) decisions
+still waiting for the FHIR server, kept in the store. Never a traceback for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -20,6 +22,7 @@ from aiohttp import web
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import ConfigError, ReportError, StoreError
+from fhir_engagement.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import ReplayResult, replay
 from fhir_engagement.reports import open_report_store
@@ -34,7 +37,7 @@ from fhir_engagement.store import Store, open_store
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNDELIVERED = 0, 1, 2, 3
 _MAX_REJECTED_SHOWN = 50
 
 
@@ -74,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("replay", help="dry run: replay files/folders, write one transaction Bundle")
     rp.add_argument("paths", nargs="+", type=Path, help=".json, .ndjson, .jsonl, .hl7, .txt (or "
                     ".gz) files and folders")
-    rp.add_argument("--out", type=Path, required=True, help="where to write the Bundle")
+    rp.add_argument("--out", type=Path, help="where to write the Bundle (the dry run)")
+    rp.add_argument("--fhir-base", help="also write each decision to this FHIR server, through "
+                    "the store's outbox (token from FHIR_ENGAGEMENT_FHIR_TOKEN)")
     rp.add_argument("--store", help="SQLite file that keeps state across runs, or :memory:")
     rp.add_argument("--source", help="source system name, for local codes (mappings/local/)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -97,27 +102,51 @@ def _settings(args: argparse.Namespace) -> Settings:
         changes["store"] = args.store
     if getattr(args, "source", None):
         changes["source"] = args.source
-    for name in ("host", "port", "mllp_port"):
+    for name in ("host", "port", "mllp_port", "fhir_base"):
         if getattr(args, name, None) is not None:
             changes[name] = getattr(args, name)
     return base.model_copy(update=changes)
 
 
 def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: TextIO) -> int:
+    if args.out is None and not settings.fhir_base:
+        print("fhir-engagement replay: give --out FILE (dry run), --fhir-base URL, or both",
+              file=err)
+        return EXIT_USAGE
     store = open_store(settings.store)
     try:
         progress = None if args.quiet else (lambda line: print(line, file=err, flush=True))
         result = replay(args.paths, engine, store, progress)
+        report = _deliver(store, settings) if settings.fhir_base else None
     finally:
         store.close()
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2))
-    except OSError as exc:
-        print(f"fhir-engagement: cannot write {args.out}: {exc.strerror}", file=err)
+    if args.out is not None and not _write_bundle(result, args.out, err):
         return EXIT_USAGE
     _summary(result, args.out, settings.store, err)
+    if report is not None:
+        print(f"FHIR server {settings.fhir_base}: {report.delivered:,} decisions written, "
+              f"{report.dead:,} refused (dead-letter store), {report.pending:,} still waiting "
+              "for the server (kept; the next replay or serve sends them)", file=err)
+        if report.pending:
+            return EXIT_UNDELIVERED
     return EXIT_REJECTED if result.rejected else EXIT_OK
+
+
+def _deliver(store: Store, settings: Settings) -> DeliveryReport:
+    report = asyncio.run(deliver_pending(store, settings.fhir_base or "", settings.fhir_token,
+                                         settings.deliver_timeout))
+    report.pending = store.delivery_counts().get("pending", 0)
+    return report
+
+
+def _write_bundle(result: ReplayResult, out: Path, err: TextIO) -> bool:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        print(f"fhir-engagement: cannot write {out}: {exc.strerror}", file=err)
+        return False
+    return True
 
 
 def _serve(engine: Engine, settings: Settings) -> int:
@@ -130,7 +159,7 @@ def _serve(engine: Engine, settings: Settings) -> int:
     return EXIT_OK
 
 
-def _summary(result: ReplayResult, out: Path, store: str, err: TextIO) -> None:
+def _summary(result: ReplayResult, out: Path | None, store: str, err: TextIO) -> None:
     stats = result.stats
     lines = [
         f"read {stats.get('documents', 0):,} FHIR documents, {stats.get('v2 messages', 0):,} HL7 v2 "
@@ -148,7 +177,8 @@ def _summary(result: ReplayResult, out: Path, store: str, err: TextIO) -> None:
     lines += [f"  {e.where}: {e.reason}" for e in result.rejected[:_MAX_REJECTED_SHOWN]]
     if len(result.rejected) > _MAX_REJECTED_SHOWN:
         lines.append(f"  ... and {len(result.rejected) - _MAX_REJECTED_SHOWN:,} more")
-    lines.append(f"wrote {len(result.bundle['entry']):,} entries to {out}")
+    if out is not None:
+        lines.append(f"wrote {len(result.bundle['entry']):,} entries to {out}")
     print("\n".join(lines), file=err)
 
 

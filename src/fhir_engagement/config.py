@@ -61,6 +61,11 @@ class Settings(BaseModel):
     mllp_port: int | None = None
     mllp_max_frame: int = 1_048_576
     mllp_idle_timeout: float = 300.0
+    # write-back: the FHIR server's base URL; its bearer token only from the environment
+    # (FHIR_ENGAGEMENT_FHIR_TOKEN), never from a file that may be copied around
+    fhir_base: str | None = None
+    fhir_token: str | None = None
+    deliver_timeout: float = 120.0
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

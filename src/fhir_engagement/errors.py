@@ -9,6 +9,10 @@
     │   ├── MessageError       one HL7 v2 message cannot be parsed or mapped (names segment/field)
     │   └── FramingError       an MLLP block is malformed or too large
     ├── StoreError             the durable store cannot be used
+    ├── DeliveryError               writing to the FHIR server failed
+    │   ├── RetryableDeliveryError  timeouts, connection errors, 408/429/5xx: try again (retry_after)
+    │   ├── AuthRequiredError       401/403: re-authenticate, then try again
+    │   └── PermanentDeliveryError  any other 4xx: the batch goes to the dead-letter store
     └── ReportError            a report cannot be made as asked (unknown patient, no store, bad dates)
 
 Errors become answers in exactly one place per entry point: the CLI (message + exit code) today,
@@ -19,14 +23,18 @@ with ``raise ... from exc`` so the cause survives for debugging.
 from __future__ import annotations
 
 __all__ = [
+    "AuthRequiredError",
     "ConfigError",
+    "DeliveryError",
     "EngagementError",
     "FramingError",
     "InputError",
     "MappingError",
     "MessageError",
+    "PermanentDeliveryError",
     "RecordError",
     "ReportError",
+    "RetryableDeliveryError",
     "RulesError",
     "StoreError",
 ]
@@ -71,6 +79,30 @@ class MessageError(InputError):
 
 class FramingError(InputError):
     """An MLLP frame is malformed or larger than the configured limit."""
+
+
+class DeliveryError(EngagementError):
+    """Writing to the FHIR server failed; ``status`` is the HTTP status (0: no answer)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status, self.reason = status, reason
+        super().__init__(f"HTTP {status}: {reason}" if status else reason)
+
+
+class RetryableDeliveryError(DeliveryError):
+    """Worth trying again: no answer, 408, 429 or 5xx. ``retry_after`` is the server's wish (s)."""
+
+    def __init__(self, status: int, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(status, reason)
+        self.retry_after = retry_after
+
+
+class AuthRequiredError(DeliveryError):
+    """401/403: the credential was refused; get a new token and try once more."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """A 4xx the same request will always get: kept in the dead-letter store for a person."""
 
 
 class StoreError(EngagementError):

@@ -219,6 +219,7 @@ class Pipeline:
         kind = "over-engagement" if decision.situation == "over-engagement" else "engagement"
         flag_url, flag_changed = self._flag(decision, event, child, kind, subject)
         targets = [flag_url] if flag_changed and flag_url else []
+        written: list[str] = []
         for action in decision.actions:
             tid = task_id(child, event.key, action.code, decision.situation)
             if self.store.has_output(tid):
@@ -229,10 +230,14 @@ class Pipeline:
             self._put(tid, "Task", child, task)
             self.stats[f"task {action.code}"] += 1
             targets.append(full_url(tid))
+            written.append(tid)
         if targets:
             pid = provenance_id(child, event.key, signal, decision.rule_id)
             prov = provenance_resource(pid, targets, decision, event, self.engine.mappings.digest)
             self._put(pid, "Provenance", child, prov)
+            # One delivery per decision: the Tasks reference the Flag, so it always goes along.
+            ids = [*written, pid] + ([flag_id(child, kind)] if flag_url else [])
+            self.store.enqueue_delivery(pid, child, ids)
 
     def _flag(
         self, decision: Decision, event: Event, child: str, kind: str, subject: dict[str, object]

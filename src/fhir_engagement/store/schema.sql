@@ -62,6 +62,24 @@ CREATE TABLE IF NOT EXISTS outputs (
 );
 CREATE INDEX IF NOT EXISTS outputs_run ON outputs (run, seq);
 
+-- Deliveries: one batch per decision (its Flag, Tasks and Provenance), written to the FHIR
+-- server as one transaction. Items name outputs; the Flag's current state is sent.
+CREATE TABLE IF NOT EXISTS deliveries (
+  batch TEXT PRIMARY KEY,
+  child TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  state TEXT NOT NULL DEFAULT 'pending',
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt TEXT NOT NULL DEFAULT '',
+  last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt, seq);
+CREATE TABLE IF NOT EXISTS delivery_items (
+  batch TEXT NOT NULL,
+  output_id TEXT NOT NULL,
+  PRIMARY KEY (batch, output_id)
+);
+
 -- The durable inbox: a message is here (committed) before it is acknowledged. A sender's
 -- re-sent message (same MSH-3/MSH-4 and MSH-10) is acknowledged again and not processed twice.
 CREATE TABLE IF NOT EXISTS inbox (

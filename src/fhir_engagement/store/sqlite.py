@@ -69,10 +69,13 @@ class SqliteStore:
         self._history: dict[str, list[HistoryItem]] = {}
         self._pending_signals: list[tuple[object, ...]] = []
         self._pending_aliases: list[tuple[str, str]] = []
+        self._pending_deliveries: list[tuple[str, str, int]] = []
+        self._pending_items: list[tuple[str, str]] = []
         self._pending_children: set[str] = set()
         self._pending_outputs: dict[str, tuple[OutputRow, int]] = {}
         self._outputs: dict[str, OutputRow] = {}
         self._seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM outputs")
+        self._delivery_seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM deliveries")
         self._load_indexes()
 
     def _load_indexes(self) -> None:
@@ -121,6 +124,13 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO children (child, birth_date) VALUES (?, ?)",
                     [(c, self._births.get(c)) for c in self._pending_children])
                 self._pending_children.clear()
+            if self._pending_deliveries:
+                self._db.executemany("INSERT OR IGNORE INTO deliveries (batch, child, seq) "
+                                     "VALUES (?, ?, ?)", self._pending_deliveries)
+                self._db.executemany("INSERT OR IGNORE INTO delivery_items (batch, output_id) "
+                                     "VALUES (?, ?)", self._pending_items)
+                self._pending_deliveries.clear()
+                self._pending_items.clear()
             if self._pending_signals:
                 self._db.executemany(
                     f"INSERT OR REPLACE INTO signals ({_SIGNAL_COLUMNS}) "
@@ -277,6 +287,44 @@ class SqliteStore:
         rows = self._exec("SELECT id, kind, child, resource FROM outputs WHERE run = ? ORDER BY seq",
                           (run,)).fetchall()
         return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
+
+    # -- deliveries to the FHIR server ------------------------------------------------------
+    def enqueue_delivery(self, batch: str, child: str, output_ids: Sequence[str]) -> None:
+        """A decision's outputs, to be written together; the batch id is the decision's."""
+        self._delivery_seq += 1
+        self._pending_deliveries.append((batch, child, self._delivery_seq))
+        self._pending_items.extend((batch, oid) for oid in output_ids)
+
+    def due_deliveries(self, now: datetime, limit: int) -> list[tuple[str, int]]:
+        self._flush()
+        rows = self._exec(
+            "SELECT batch, attempts FROM deliveries WHERE state = 'pending' AND next_attempt <= ? "
+            "ORDER BY seq LIMIT ?", (to_text(now), limit)).fetchall()
+        return [(b, int(a)) for b, a in rows]
+
+    def delivery_outputs(self, batch: str) -> list[OutputRow]:
+        self._flush()
+        rows = self._exec(
+            "SELECT o.id, o.kind, o.child, o.resource FROM delivery_items i "
+            "JOIN outputs o ON o.id = i.output_id WHERE i.batch = ? ORDER BY o.seq",
+            (batch,)).fetchall()
+        return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
+
+    def delivery_done(self, batch: str) -> None:
+        self._exec("UPDATE deliveries SET state = 'done', attempts = attempts + 1, "
+                   "last_error = '' WHERE batch = ?", (batch,))
+
+    def delivery_retry(self, batch: str, at: datetime, error: str) -> None:
+        self._exec("UPDATE deliveries SET attempts = attempts + 1, next_attempt = ?, "
+                   "last_error = ? WHERE batch = ?", (to_text(at), error, batch))
+
+    def delivery_dead(self, batch: str, error: str) -> None:
+        self._exec("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, "
+                   "last_error = ? WHERE batch = ?", (error, batch))
+
+    def delivery_counts(self) -> dict[str, int]:
+        self._flush()
+        return dict(self._exec("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
 
     # -- the inbox --------------------------------------------------------------------------
     def inbox_put(self, channel: str, sender: str, control_id: str, origin: str,

@@ -1,0 +1,140 @@
+"""The outbox: deliver each decision's Flag, Tasks and Provenance to the FHIR server, once.
+
+Every decision is queued in the store (``deliveries``) in the same commit as the decision itself,
+so a crash or a FHIR server outage loses nothing: what is not delivered stays pending and is sent
+when the server answers again. Each batch is one transaction Bundle of conditional writes, so
+sending it twice writes nothing twice; that is why every failure that may be transient is retried.
+
+Sorting failures (fhir_client.py names them): no answer, 408, 429, 5xx -> retried now a few times
+with jittered exponential backoff that honours Retry-After, then rescheduled; 401/403 -> one new
+token (in the client), then dead-lettered if still refused; any other 4xx -> dead-lettered with
+the server's OperationOutcome, for a person to look at (``deadletter`` command, a later issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from fhir_engagement.decisions.bundle import transaction
+from fhir_engagement.errors import (
+    AuthRequiredError,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+)
+from fhir_engagement.fhir_client import FhirClient
+from fhir_engagement.store.base import Store
+
+__all__ = ["DeliveryReport", "Outbox", "deliver_pending"]
+
+
+@dataclass
+class DeliveryReport:
+    """What one pass over the due batches did."""
+
+    delivered: int = 0
+    rescheduled: int = 0
+    dead: int = 0
+    pending: int = 0
+
+    def __iadd__(self, other: DeliveryReport) -> DeliveryReport:
+        self.delivered += other.delivered
+        self.rescheduled += other.rescheduled
+        self.dead += other.dead
+        return self
+
+
+class Outbox:
+    """Sends due batches through one client; ``run_once`` for replay and tests, ``run`` for serve."""
+
+    def __init__(
+        self, store: Store, client: FhirClient, *, tries: int = 4, max_wait: float = 10.0,
+        max_backoff: float = 60.0, batch_limit: int = 200,
+    ) -> None:
+        self.store, self.client = store, client
+        self.tries, self.max_wait, self.max_backoff = tries, max_wait, max_backoff
+        self.batch_limit = batch_limit
+
+    async def run_once(self) -> DeliveryReport:
+        """Send every batch that is due now, in decision order."""
+        report = DeliveryReport()
+        for batch, attempts in self.store.due_deliveries(datetime.now(UTC), self.batch_limit):
+            report += await self._deliver(batch, attempts)
+            self.store.commit()
+        return report
+
+    async def drain(self, deadline: float) -> DeliveryReport:
+        """Keep sending until nothing is pending or ``deadline`` (seconds) has passed."""
+        report = DeliveryReport()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while self.store.delivery_counts().get("pending", 0) and loop.time() < end:
+            report += await self.run_once()
+            if self.store.delivery_counts().get("pending", 0):
+                await asyncio.sleep(min(1.0, max(end - loop.time(), 0)))
+        return report
+
+    async def run(self, wake: asyncio.Event, idle: float = 1.0) -> None:
+        """Serve mode: deliver whenever woken, and at least every ``idle`` seconds."""
+        while True:
+            await self.run_once()
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), idle)
+
+    async def _deliver(self, batch: str, attempts: int) -> DeliveryReport:
+        rows = self.store.delivery_outputs(batch)
+        bundle = transaction((r.id, r.kind, r.resource) for r in rows)
+        try:
+            await self._send(bundle)
+        except RetryableDeliveryError as error:
+            when = datetime.now(UTC) + timedelta(seconds=self._backoff(attempts, error))
+            self.store.delivery_retry(batch, when, str(error))
+            return DeliveryReport(rescheduled=1)
+        except (PermanentDeliveryError, AuthRequiredError) as error:
+            self.store.delivery_dead(batch, str(error))
+            self.store.dead_letter(f"delivery {batch}", str(error), orjson.dumps(bundle))
+            return DeliveryReport(dead=1)
+        self.store.delivery_done(batch)
+        return DeliveryReport(delivered=1)
+
+    async def _send(self, bundle: dict[str, object]) -> None:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RetryableDeliveryError),
+            wait=self._wait, stop=stop_after_attempt(self.tries), reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                await self.client.transaction(bundle)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Jittered exponential backoff, but never sooner than the server's Retry-After."""
+        jitter = wait_random_exponential(multiplier=0.2, max=self.max_wait)(state)
+        error = state.outcome.exception() if state.outcome else None
+        asked = getattr(error, "retry_after", None) or 0.0
+        return min(max(jitter, asked), self.max_wait)
+
+    def _backoff(self, attempts: int, error: RetryableDeliveryError) -> float:
+        """When to try a batch again after a failed pass: grows with its attempts, jittered."""
+        base = min(self.max_backoff, 2.0 ** min(attempts, 6))
+        return max(error.retry_after or 0.0, base * random.uniform(0.5, 1.0))
+
+
+async def deliver_pending(
+    store: Store, base_url: str, token: str | None, deadline: float
+) -> DeliveryReport:
+    """Send what is pending to ``base_url`` on one session, for at most ``deadline`` seconds."""
+
+    async def bearer(_: bool) -> str | None:
+        return token
+
+    async with aiohttp.ClientSession() as session:
+        outbox = Outbox(store, FhirClient(base_url, session, bearer))
+        return await outbox.drain(deadline)
