@@ -1,0 +1,125 @@
+"""Write-back through the outbox to a real FHIR server (sekmet-fhir over HTTP, started by the tests).
+
+Expected counts come from fixtures/scenarios/07's expected.toml (the ladder: 8 Tasks, one Flag
+escalated to persistent, one Provenance per decision).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import aiohttp
+
+from fhir_engagement.decisions.ids import FLAG_SYSTEM
+from fhir_engagement.fhir_client import FhirClient
+from fhir_engagement.outbox import Outbox
+from fhir_engagement.pipeline import Engine
+from fhir_engagement.replay import replay
+from fhir_engagement.store import SqliteStore
+from tests.conftest import SCENARIOS
+from tests.integration.conftest import FhirServer
+
+LADDER = SCENARIOS / "07-persistent-wnb-ladder"
+EXPECTED_TASKS = len(tomllib.loads((LADDER / "expected.toml").read_text())["task"])
+
+
+def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd,
+                          env={**os.environ, **env}, capture_output=True, text=True, timeout=180,
+                          check=False)
+
+
+async def _count(http: aiohttp.ClientSession, base: str, query: str) -> int:
+    async with http.get(f"{base}/{query}", params={"_summary": "count"}) as resp:
+        assert resp.status == 200, await resp.text()
+        return int((await resp.json(content_type=None))["total"])
+
+
+async def _ladder_tasks(http: aiohttp.ClientSession, base: str) -> list[str]:
+    async with http.get(f"{base}/Task", params={"focus": "Appointment/s07-a3", "_count": "50"}) as r:
+        body = await r.json(content_type=None)
+    return sorted(e["resource"]["code"]["coding"][0]["code"] for e in body.get("entry", []))
+
+
+async def test_replay_writes_each_decision_once_to_the_server(
+    fhir_server: FhirServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    args = ("replay", str(LADDER), "--fhir-base", fhir_server.base_url, "--store",
+            str(tmp_path / "s.sqlite3"), "--quiet")
+    first = _cli(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "3 decisions written, 0 refused" in first.stderr
+    base = fhir_server.base_url
+    flag = await _count(http, base, f"Flag?identifier={FLAG_SYSTEM}|")
+    assert flag >= 1
+    tasks_before = await _count(http, base, "Task")
+    assert await _ladder_tasks(http, base) == ["contact-childrens-services", "neglect-referral",
+                                               "review-impact"]
+    # The same input again, through a fresh store: the conditional writes find what is there.
+    again = _cli(*args[:-3], "--store", str(tmp_path / "other.sqlite3"), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert await _count(http, base, "Task") == tasks_before
+
+
+async def test_an_outage_loses_nothing_and_writes_nothing_twice(
+    fhir_server: FhirServer, http: aiohttp.ClientSession, engine: Engine, tmp_path: Path
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    replay([SCENARIOS / "08-practice-example-looked-after-camhs"], engine, store)
+    assert store.delivery_counts() == {"pending": 3}
+    fhir_server.stop()
+    try:
+        async with aiohttp.ClientSession() as session:
+            outbox = Outbox(store, FhirClient(fhir_server.base_url, session), tries=2,
+                            max_wait=0.2, max_backoff=0.5)
+            during = await outbox.run_once()
+            assert (during.delivered, during.rescheduled) == (0, 3)
+            restart = asyncio.get_running_loop().run_in_executor(None, _restart_later,
+                                                                 fhir_server, 3.0)
+            report = await outbox.drain(deadline=60)
+            await restart
+    finally:
+        store.close()
+        if not fhir_server.running:
+            fhir_server.start()
+    assert report.delivered == 3
+    tasks = await _all(http, fhir_server.base_url, "Task?focus=Appointment/s08-a3")
+    assert sorted(tasks) == ["inform-social-worker", "neglect-referral", "review-impact"]
+
+
+def _restart_later(server: FhirServer, seconds: float) -> None:
+    time.sleep(seconds)
+    server.start()
+
+
+async def _all(http: aiohttp.ClientSession, base: str, query: str) -> list[str]:
+    async with http.get(f"{base}/{query}", params={"_count": "100"}) as resp:
+        body = await resp.json(content_type=None)
+    return [e["resource"]["code"]["coding"][0]["code"] for e in body.get("entry", [])]
+
+
+async def test_a_refused_batch_goes_to_the_dead_letter_store(
+    fhir_server: FhirServer, engine: Engine, tmp_path: Path
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    try:
+        replay([SCENARIOS / "01-single-wnb-no-status"], engine, store)
+        store._db.execute(  # break the queued Task so that the server refuses it (a real 400)
+            "UPDATE outputs SET resource = CAST(replace(CAST(resource AS TEXT), "
+            "'\"intent\":\"order\"', '\"intent\":7') AS BLOB) WHERE kind = 'Task'")
+        async with aiohttp.ClientSession() as session:
+            report = await Outbox(store, FhirClient(fhir_server.base_url, session)).run_once()
+        assert (report.delivered, report.dead) == (0, 1)
+        assert store.delivery_counts() == {"dead": 1}
+        (origin, reason, raw) = store.dead_letters()[0]
+        assert origin.startswith("delivery fe-prov-")
+        assert "HTTP 400" in reason
+        assert b'"type":"transaction"' in raw
+    finally:
+        store.close()
