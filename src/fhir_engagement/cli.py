@@ -21,7 +21,7 @@ from aiohttp import web
 
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
-from fhir_engagement.errors import ConfigError, ReportError, StoreError
+from fhir_engagement.errors import ConfigError, DeliveryError, ReportError, StoreError
 from fhir_engagement.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import ReplayResult, replay
@@ -34,6 +34,7 @@ from fhir_engagement.reports.period import Period
 from fhir_engagement.reports.rates import rate_csv, rate_report, rate_text
 from fhir_engagement.server import build_app
 from fhir_engagement.store import Store, open_store
+from fhir_engagement.subscribe import subscribe
 
 __all__ = ["main"]
 
@@ -52,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(engine, settings, sys.stdout)
         if args.command == "serve":
             return _serve(engine, settings)
+        if args.command == "subscribe":
+            return _subscribe(args, settings, sys.stderr)
         if args.command == "report":
             return _report(args, engine, settings, sys.stdout)
         return _replay(args, engine, settings, sys.stderr)
@@ -84,11 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--source", help="source system name, for local codes (mappings/local/)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     sub.add_parser("check", help="load and check mappings and rules, then print what was loaded")
+    sb = sub.add_parser("subscribe", help="create or repair the Subscriptions on the FHIR server")
+    sb.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
+    sb.add_argument("--endpoint", required=True, help="where the server should send: "
+                    "http://adapter:8080/notify")
     sv = sub.add_parser("serve", help="run the listener(s): HTTP (health, dashboard) and MLLP")
     sv.add_argument("--host", help="HTTP address (default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="HTTP port (default 8080)")
     sv.add_argument("--mllp-port", type=int, help="MLLP port for HL7 v2 feeds (off by default)")
     sv.add_argument("--store", help="SQLite file that keeps state")
+    sv.add_argument("--fhir-base", help="the FHIR server to read context from and write back to")
     _report_parser(sub)
     return parser
 
@@ -147,6 +155,18 @@ def _write_bundle(result: ReplayResult, out: Path, err: TextIO) -> bool:
         print(f"fhir-engagement: cannot write {out}: {exc.strerror}", file=err)
         return False
     return True
+
+
+def _subscribe(args: argparse.Namespace, settings: Settings, err: TextIO) -> int:
+    try:
+        report = asyncio.run(subscribe(settings.fhir_base or args.fhir_base, args.endpoint,
+                                       settings.notify_token, settings.fhir_token))
+    except DeliveryError as exc:
+        print(f"fhir-engagement subscribe: the FHIR server refused: {exc}", file=err)
+        return EXIT_USAGE
+    print(f"Subscriptions for {args.endpoint}: {report.created} created, {report.repaired} "
+          f"repaired, {report.unchanged} already active", file=err)
+    return EXIT_OK
 
 
 def _serve(engine: Engine, settings: Settings) -> int:

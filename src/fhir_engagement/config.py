@@ -66,6 +66,10 @@ class Settings(BaseModel):
     fhir_base: str | None = None
     fhir_token: str | None = None
     deliver_timeout: float = 120.0
+    # notifications pushed to serve: the credential senders must present (environment only:
+    # FHIR_ENGAGEMENT_NOTIFY_TOKEN), the largest body taken (413 above it)
+    notify_token: str | None = None
+    max_body: int = 10 * 1024 * 1024
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -7,7 +7,8 @@
     ├── InputError             bad data from outside; the input is kept in the dead-letter store
     │   ├── RecordError        one FHIR record cannot be read (names file, position and JSON path)
     │   ├── MessageError       one HL7 v2 message cannot be parsed or mapped (names segment/field)
-    │   └── FramingError       an MLLP block is malformed or too large
+    │   ├── FramingError       an MLLP block is malformed or too large
+    │   └── NotificationError  a pushed FHIR body cannot be used (-> 400 OperationOutcome)
     ├── StoreError             the durable store cannot be used
     ├── DeliveryError               writing to the FHIR server failed
     │   ├── RetryableDeliveryError  timeouts, connection errors, 408/429/5xx: try again (retry_after)
@@ -31,6 +32,7 @@ __all__ = [
     "InputError",
     "MappingError",
     "MessageError",
+    "NotificationError",
     "PermanentDeliveryError",
     "RecordError",
     "ReportError",
@@ -79,6 +81,10 @@ class MessageError(InputError):
 
 class FramingError(InputError):
     """An MLLP frame is malformed or larger than the configured limit."""
+
+
+class NotificationError(InputError):
+    """A FHIR notification or pushed resource cannot be used; answered 400 with an OperationOutcome."""
 
 
 class DeliveryError(EngagementError):

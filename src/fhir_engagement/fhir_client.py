@@ -58,6 +58,13 @@ class FhirClient:
         bundle = await self._send("GET", url, params=params)
         return [e["resource"] for e in bundle.get("entry", []) if "resource" in e]
 
+    async def create(self, resource: Mapping[str, Any]) -> dict[str, Any]:
+        return await self._send("POST", f"{self.base_url}/{resource['resourceType']}", resource)
+
+    async def update(self, resource: Mapping[str, Any]) -> dict[str, Any]:
+        url = f"{self.base_url}/{resource['resourceType']}/{resource['id']}"
+        return await self._send("PUT", url, resource)
+
     async def metadata(self) -> dict[str, Any]:
         return await self._send("GET", f"{self.base_url}/metadata")
 

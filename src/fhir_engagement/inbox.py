@@ -1,17 +1,31 @@
-"""HL7 v2 messages from a live feed: kept durably, then acknowledged; processed from the inbox.
+"""Live input, kept durably before it is acknowledged, then processed from the inbox.
 
-The one visible rule of the MLLP path lives here: AA is sent only after the raw message is
-committed. The listener (ingest/mllp.py) only frames; this module decides the answer.
+The one visible rule of the live paths lives here: an HL7 v2 AA, or a 2xx to a FHIR push, is sent
+only after the raw input is committed. The listeners (ingest/mllp.py, server.py) only frame and
+route; this module decides the answer and feeds the pipeline.
 """
 
 from __future__ import annotations
 
-from fhir_engagement.errors import MessageError, StoreError
+import contextlib
+from datetime import UTC, datetime
+
+from fhir_engagement.errors import (
+    DeliveryError,
+    InputError,
+    MessageError,
+    NotificationError,
+    StoreError,
+)
+from fhir_engagement.fhir_client import FhirClient
+from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.hl7v2 import build_ack, read_v2
+from fhir_engagement.ingest.notifications import Notice, classify
 from fhir_engagement.ingest.v2parse import V2Message, parse_message
+from fhir_engagement.model import Event
 from fhir_engagement.pipeline import Pipeline
 
-__all__ = ["V2Inbox"]
+__all__ = ["FhirInbox", "V2Inbox"]
 
 _UNAVAILABLE = "the adapter cannot store messages now: send again"
 
@@ -57,7 +71,7 @@ class V2Inbox:
 
     def drain(self, limit: int = 500) -> int:
         """Process up to ``limit`` stored messages in arrival order; returns how many."""
-        rows = self.store.inbox_pending(limit)
+        rows = self.store.inbox_pending(limit, self.channel)
         for _, origin, raw in rows:
             try:
                 records = read_v2(parse_message(raw), self.pipeline.engine.v2, origin)
@@ -80,3 +94,132 @@ class V2Inbox:
             return build_ack(message, "AR", _UNAVAILABLE)
         self.stats["rejected"] += 1
         return build_ack(message, "AE", error.reason, error.where)
+
+
+class FhirInbox:
+    """Accepts pushed FHIR bodies for one pipeline and drains them, fetching what they point at.
+
+    ``accept`` answers the HTTP request: the body is committed to the inbox first (the 2xx means
+    "kept"). ``drain`` is asynchronous because id-only and empty notifications name resources
+    the adapter must read from the FHIR server, with the child's Patient and status.
+    """
+
+    def __init__(self, pipeline: Pipeline, client: FhirClient | None) -> None:
+        self.pipeline, self.client = pipeline, client
+        self.store, self.stats = pipeline.store, pipeline.stats
+
+    def accept(self, body: bytes, origin: str, path_type: str | None = None,
+               path_id: str | None = None) -> Notice:
+        """Classify and keep one push; NotificationError (400) and StoreError (503) go up."""
+        try:
+            notice = classify(body, path_type, path_id)
+        except NotificationError as error:
+            self.store.dead_letter(f"{origin} ({error.where})", error.reason, body)
+            self.store.commit()
+            self.stats["rejected"] += 1
+            raise
+        if notice.subscription:
+            self._track(notice)
+        if notice.kind not in ("handshake", "heartbeat"):
+            fresh = self.store.inbox_put("fhir", notice.subscription or "push", notice.dedupe,
+                                         origin, body)
+            self.stats["received" if fresh else "duplicates"] += 1
+        self.store.commit()
+        return notice
+
+    def _track(self, notice: Notice) -> None:
+        newest = max(notice.event_numbers, default=notice.events_since_start)
+        before = self.store.subscription_seen(notice.subscription or "", notice.kind, newest)
+        self.stats[f"notifications {notice.kind}"] += 1
+        first = min(notice.event_numbers, default=None)
+        if first is not None and before and first > before + 1:
+            # Events were lost on the way: look for what changed since, by _lastUpdated.
+            self.stats["event gaps"] += 1
+            self.store.inbox_put("fhir", "recovery", f"gap:{notice.subscription}:{before}",
+                                 "gap recovery", b"")
+
+    async def drain(self, limit: int = 200) -> int:
+        """Process up to ``limit`` kept pushes in arrival order; returns how many."""
+        rows = self.store.inbox_pending(limit, "fhir")
+        for _, origin, raw in rows:
+            records = await self._records(raw, origin)
+            await self._context(records)
+            self.pipeline.apply(records, raw)
+        if rows:
+            self.store.inbox_done([row[0] for row in rows])
+            self.store.commit()
+        return len(rows)
+
+    async def _records(self, raw: bytes, origin: str) -> list[Record]:
+        notice = classify(raw)  # it was classified once already: cannot fail now
+        reader = self.pipeline.engine.reader
+        documents = [notice.document] if notice.document else []
+        documents += await self._fetch_all(notice.focus, origin, raw)
+        if notice.kind == "poll":
+            documents += await self._poll(origin, raw)
+        records: list[Record] = []
+        for document in documents:
+            for record in reader.read(document, origin):
+                if isinstance(record, InputError):
+                    self.pipeline.reject(record, raw)
+                else:
+                    records.append(record)
+        return records
+
+    async def _fetch_all(self, references: tuple[str, ...], origin: str,
+                         raw: bytes) -> list[dict[str, object]]:
+        out = []
+        for reference in references:
+            found = await self._fetch(reference, origin, raw)
+            if found is not None:
+                out.append(found)
+        return out
+
+    async def _fetch(self, reference: str, origin: str, raw: bytes) -> dict[str, object] | None:
+        if self.client is None:
+            self.pipeline.reject(NotificationError(origin, f"{reference} is not included and no "
+                                                   "FHIR server is configured to read it"), raw)
+            return None
+        rtype, _, rid = reference.rstrip("/").split("/_history")[0].rpartition("/")
+        try:
+            return await self.client.read(rtype.rsplit("/", 1)[-1], rid)
+        except DeliveryError as error:
+            self.pipeline.reject(NotificationError(origin, f"cannot read {reference}: {error}"), raw)
+            return None
+
+    async def _poll(self, origin: str, raw: bytes) -> list[dict[str, object]]:
+        """An empty rest-hook POST or a gap: search what changed since the last look."""
+        if self.client is None:
+            return []
+        since = self.store.meta("poll_since") or "1970-01-01T00:00:00Z"
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        found: list[dict[str, object]] = []
+        for rtype, status in (("Appointment", "noshow,cancelled,fulfilled"),
+                              ("Encounter", "finished,in-progress,entered-in-error")):
+            try:
+                found += await self.client.search(rtype, {"status": status,
+                                                          "_lastUpdated": f"ge{since}"})
+            except DeliveryError as error:
+                self.pipeline.reject(NotificationError(origin, f"search failed: {error}"), raw)
+                return found
+        self.store.set_meta("poll_since", now)
+        return found
+
+    async def _context(self, records: list[Record]) -> None:
+        """On first sight of a child named as Patient/x: their Patient and status Flags."""
+        if self.client is None:
+            return
+        for alias in {r.patient for r in records if isinstance(r, Event) and r.patient}:
+            if self.store.child_of(alias) is not None or not alias.startswith("Patient/"):
+                continue
+            pid = alias.split("/", 1)[1]
+            documents: list[dict[str, object]] = []
+            with contextlib.suppress(DeliveryError):
+                documents.append(await self.client.read("Patient", pid))
+                documents += await self.client.search("Flag", {"patient": pid, "status": "active"})
+                documents += await self.client.search("Condition", {"patient": pid})
+            for document in documents:
+                for record in self.pipeline.engine.reader.read(document, f"context {alias}"):
+                    if not isinstance(record, InputError | Event):
+                        self.pipeline.accept_context(record)
+

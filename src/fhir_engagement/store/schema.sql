@@ -80,6 +80,15 @@ CREATE TABLE IF NOT EXISTS delivery_items (
   PRIMARY KEY (batch, output_id)
 );
 
+-- Topic-based subscriptions as the listener has seen them: the last event number (for gaps) and
+-- the last handshake/heartbeat (for the watchdog).
+CREATE TABLE IF NOT EXISTS subscriptions (
+  subscription TEXT PRIMARY KEY,
+  last_event INTEGER NOT NULL DEFAULT 0,
+  last_seen TEXT NOT NULL,
+  last_type TEXT NOT NULL
+);
+
 -- The durable inbox: a message is here (committed) before it is acknowledged. A sender's
 -- re-sent message (same MSH-3/MSH-4 and MSH-10) is acknowledged again and not processed twice.
 CREATE TABLE IF NOT EXISTS inbox (

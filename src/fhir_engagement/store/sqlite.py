@@ -326,6 +326,32 @@ class SqliteStore:
         self._flush()
         return dict(self._exec("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
 
+    # -- subscriptions and small facts -------------------------------------------------------
+    def subscription_seen(self, subscription: str, kind: str, last_event: int | None) -> int:
+        """Record a notification; returns the last event number seen before it (0: none)."""
+        row = self._exec("SELECT last_event FROM subscriptions WHERE subscription = ?",
+                         (subscription,)).fetchone()
+        before = int(row[0]) if row else 0
+        self._exec(
+            "INSERT INTO subscriptions (subscription, last_event, last_seen, last_type) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (subscription) DO UPDATE SET "
+            "last_event = MAX(last_event, excluded.last_event), last_seen = excluded.last_seen, "
+            "last_type = excluded.last_type",
+            (subscription, last_event or before, to_text(datetime.now(UTC)), kind))
+        return before
+
+    def subscriptions(self) -> list[tuple[str, int, str, str]]:
+        rows = self._exec("SELECT subscription, last_event, last_seen, last_type "
+                          "FROM subscriptions ORDER BY subscription").fetchall()
+        return [(s, int(e), t, k) for s, e, t, k in rows]
+
+    def meta(self, key: str) -> str | None:
+        row = self._exec("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     # -- the inbox --------------------------------------------------------------------------
     def inbox_put(self, channel: str, sender: str, control_id: str, origin: str,
                   raw: bytes) -> bool:
@@ -336,13 +362,19 @@ class SqliteStore:
             (to_text(datetime.now(UTC)), channel, sender, control_id, origin, raw))
         return cur.rowcount == 1
 
-    def inbox_pending(self, limit: int) -> list[tuple[int, str, bytes]]:
+    def inbox_pending(self, limit: int, channel: str = "mllp") -> list[tuple[int, str, bytes]]:
         rows = self._exec("SELECT id, origin, raw FROM inbox WHERE state = 'pending' "
-                          "ORDER BY id LIMIT ?", (limit,)).fetchall()
+                          "AND channel = ? ORDER BY id LIMIT ?", (channel, limit)).fetchall()
         return [(i, o, bytes(r)) for i, o, r in rows]
 
     def inbox_done(self, ids: Sequence[int]) -> None:
         self._exec_many("UPDATE inbox SET state = 'done' WHERE id = ?", [(i,) for i in ids])
+
+    def inbox_depth(self) -> tuple[int, datetime | None]:
+        """Pending messages and when the oldest of them arrived."""
+        count, oldest = self._exec(
+            "SELECT COUNT(*), MIN(received) FROM inbox WHERE state = 'pending'").fetchone()
+        return int(count), from_text(oldest) if oldest else None
 
     # -- dead letters -----------------------------------------------------------------------
     def dead_letter(self, origin: str, reason: str, raw: bytes) -> None:
