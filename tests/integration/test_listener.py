@@ -1,0 +1,129 @@
+"""``serve``'s FHIR listener on a real socket, against a real FHIR server (sekmet-fhir)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from fhir_engagement.config import Settings
+from fhir_engagement.pipeline import Engine
+from fhir_engagement.server import PIPELINE, build_app
+from fhir_engagement.store import SqliteStore
+from fhir_engagement.subscribe import subscribe
+from tests.conftest import MAPPINGS, REALDATA
+from tests.integration.conftest import FhirServer
+
+SECRET = "s3cret-for-tests"
+AUTH = {"Authorization": f"Bearer {SECRET}"}
+
+
+@dataclass
+class Listener:
+    url: str
+    store: SqliteStore
+    app: web.Application
+
+
+@pytest.fixture
+async def listener(fhir_server: FhirServer, engine: Engine, tmp_path: Path
+                   ) -> AsyncIterator[Listener]:
+    settings = Settings(mappings_dir=MAPPINGS, store=str(tmp_path / "s.sqlite3"),
+                        fhir_base=fhir_server.base_url, notify_token=SECRET, max_body=65536)
+    store = SqliteStore(settings.store)
+    app = build_app(settings, engine, store)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield Listener(f"http://127.0.0.1:{port}", store, app)
+    await runner.cleanup()
+    store.close()
+
+
+async def _post(http: aiohttp.ClientSession, url: str, body: bytes,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
+    async with http.post(url, data=body, headers=headers or AUTH) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_100_malformed_requests_get_a_clear_4xx_and_are_all_kept(
+    listener: Listener, http: aiohttp.ClientSession
+) -> None:
+    bodies = [b"{not json", b"[1]", b'{"no": "resourceType"}', b'"a string"',
+              b'{"resourceType": "Bundle", "entry": 3}']
+    for i in range(100):
+        status, outcome = await _post(http, f"{listener.url}/notify", bodies[i % len(bodies)])
+        assert status == 400
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["diagnostics"]  # type: ignore[index]
+    assert len(listener.store.dead_letters()) == 100
+    async with http.get(f"{listener.url}/healthz") as resp:
+        assert resp.status == 200
+
+
+async def test_no_credential_401_too_large_413_store_down_503(
+    listener: Listener, http: aiohttp.ClientSession
+) -> None:
+    appointment = json.dumps({"resourceType": "Appointment", "id": "x", "status": "booked"})
+    status, outcome = await _post(http, f"{listener.url}/notify", appointment.encode(),
+                                  {"Authorization": "Bearer wrong"})
+    assert (status, outcome["issue"][0]["code"]) == (401, "login")  # type: ignore[index]
+    status, _ = await _post(http, f"{listener.url}/notify", b"{" + b" " * 70000 + b"}")
+    assert status == 413
+    listener.store._db.execute("PRAGMA query_only=ON")  # the database refuses every write
+    async with http.post(f"{listener.url}/notify", data=appointment, headers=AUTH) as resp:
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "5"
+    listener.store._db.execute("PRAGMA query_only=OFF")
+
+
+async def test_handshake_and_heartbeat_are_answered_and_recorded(
+    listener: Listener, http: aiohttp.ClientSession
+) -> None:
+    inferno = REALDATA / "subscriptions" / "inferno-subscriptions-test-kit"
+    for name in ("handshake_bundle_example.json", "heartbeat_bundle_example.json"):
+        status, _ = await _post(http, f"{listener.url}/notify", (inferno / name).read_bytes())
+        assert status == 200
+    async with http.get(f"{listener.url}/metrics") as resp:
+        metrics = await resp.text()
+    assert ('fhir_engagement_subscription_last_seen{subscription='
+            '"https://fhirserver.org/fhir/Subscription/123",type="heartbeat"}') in metrics
+
+
+async def _wait_for(http: aiohttp.ClientSession, url: str, seconds: float = 20) -> list[dict]:
+    for _ in range(int(seconds * 4)):  # bounded
+        async with http.get(url) as resp:
+            body = await resp.json(content_type=None)
+        if body.get("entry"):
+            return [e["resource"] for e in body["entry"]]
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"nothing at {url} after {seconds} s")
+
+
+async def test_end_to_end_a_no_show_on_the_server_becomes_a_task_on_the_server(
+    listener: Listener, fhir_server: FhirServer, http: aiohttp.ClientSession
+) -> None:
+    report = await subscribe(fhir_server.base_url, f"{listener.url}/notify", SECRET)
+    assert report.created + report.repaired + report.unchanged == 4
+    base = fhir_server.base_url
+    patient = {"resourceType": "Patient", "id": "e2e-child", "birthDate": "2016-05-05"}
+    async with http.put(f"{base}/Patient/e2e-child", json=patient) as resp:
+        assert resp.status in (200, 201)
+    appointment = {"resourceType": "Appointment", "id": "e2e-appt", "status": "noshow",
+                   "start": "2026-03-02T10:00:00Z",
+                   "participant": [{"actor": {"reference": "Patient/e2e-child"},
+                                    "status": "declined"}]}
+    async with http.put(f"{base}/Appointment/e2e-appt", json=appointment) as resp:
+        assert resp.status in (200, 201)
+    tasks = await _wait_for(http, f"{base}/Task?focus=Appointment/e2e-appt")
+    assert [t["code"]["coding"][0]["code"] for t in tasks] == ["review-impact"]
+    assert tasks[0]["for"] == {"reference": "Patient/e2e-child"}
+    assert listener.app[PIPELINE].stats["signal not-brought"] == 1
