@@ -21,9 +21,10 @@ from aiohttp import web
 
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
+from fhir_engagement.deadletters import retry_dead_letter
 from fhir_engagement.errors import ConfigError, DeliveryError, ReportError, StoreError
 from fhir_engagement.outbox import DeliveryReport, deliver_pending
-from fhir_engagement.pipeline import Engine, load_engine
+from fhir_engagement.pipeline import Engine, Pipeline, load_engine
 from fhir_engagement.replay import ReplayResult, replay
 from fhir_engagement.reports import open_report_store
 from fhir_engagement.reports.audit import requester
@@ -53,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(engine, settings, sys.stdout)
         if args.command == "serve":
             return _serve(engine, settings)
+        if args.command == "deadletter":
+            return _deadletter(args, engine, settings, sys.stdout)
         if args.command == "subscribe":
             return _subscribe(args, settings, sys.stderr)
         if args.command == "report":
@@ -87,6 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--source", help="source system name, for local codes (mappings/local/)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     sub.add_parser("check", help="load and check mappings and rules, then print what was loaded")
+    dl = sub.add_parser("deadletter", help="what the adapter could not use: list, show, retry")
+    dl.add_argument("action", choices=("list", "show", "retry"))
+    dl.add_argument("id", nargs="?", type=int, help="the dead letter's id (show, retry)")
+    dl.add_argument("--store", help="SQLite file that keeps state")
     sb = sub.add_parser("subscribe", help="create or repair the Subscriptions on the FHIR server")
     sb.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
     sb.add_argument("--endpoint", required=True, help="where the server should send: "
@@ -141,8 +148,7 @@ def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: T
 
 
 def _deliver(store: Store, settings: Settings) -> DeliveryReport:
-    report = asyncio.run(deliver_pending(store, settings.fhir_base or "", settings.fhir_token,
-                                         settings.deliver_timeout))
+    report = asyncio.run(deliver_pending(store, settings))
     report.pending = store.delivery_counts().get("pending", 0)
     return report
 
@@ -159,14 +165,39 @@ def _write_bundle(result: ReplayResult, out: Path, err: TextIO) -> bool:
 
 def _subscribe(args: argparse.Namespace, settings: Settings, err: TextIO) -> int:
     try:
-        report = asyncio.run(subscribe(settings.fhir_base or args.fhir_base, args.endpoint,
-                                       settings.notify_token, settings.fhir_token))
+        report = asyncio.run(subscribe(settings, args.endpoint))
     except DeliveryError as exc:
         print(f"fhir-engagement subscribe: the FHIR server refused: {exc}", file=err)
         return EXIT_USAGE
     print(f"Subscriptions for {args.endpoint}: {report.created} created, {report.repaired} "
           f"repaired, {report.unchanged} already active", file=err)
     return EXIT_OK
+
+
+def _deadletter(args: argparse.Namespace, engine: Engine, settings: Settings, out: TextIO) -> int:
+    if args.action != "list" and args.id is None:
+        print(f"fhir-engagement deadletter {args.action}: give the dead letter's id", file=sys.stderr)
+        return EXIT_USAGE
+    store = open_store(settings.store)
+    try:
+        if args.action == "list":
+            for letter, received, origin, reason in store.dead_letter_rows():
+                print(f"{letter}\t{received}\t{origin}\t{reason}", file=out)
+            return EXIT_OK
+        if args.action == "show":
+            found = store.dead_letter_raw(args.id)
+            if found is None:
+                print(f"fhir-engagement deadletter: no dead letter {args.id}", file=sys.stderr)
+                return EXIT_USAGE
+            out.write(found[1].decode("utf-8", "replace"))
+            return EXIT_OK
+        pipeline = Pipeline(engine, store, store.start_run(f"deadletter retry {args.id}"))
+        result = asyncio.run(retry_dead_letter(pipeline, args.id))
+        print(f"dead letter {args.id}: {'taken' if result.taken else 'not taken'} "
+              f"({result.detail})", file=out)
+        return EXIT_OK if result.taken else EXIT_REJECTED
+    finally:
+        store.close()
 
 
 def _serve(engine: Engine, settings: Settings) -> int:

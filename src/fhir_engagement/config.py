@@ -70,6 +70,14 @@ class Settings(BaseModel):
     # FHIR_ENGAGEMENT_NOTIFY_TOKEN), the largest body taken (413 above it)
     notify_token: str | None = None
     max_body: int = 10 * 1024 * 1024
+    # SMART Backend Services / NHS signed-JWT client credentials (instead of fhir_token)
+    auth_token_url: str | None = None
+    auth_client_id: str | None = None
+    auth_key_file: Path | None = None
+    auth_kid: str | None = None
+    auth_alg: str = "RS384"
+    heartbeat_timeout: float = 900.0  # seconds of silence before a subscription is "overdue"
+    shutdown_grace: float = 20.0  # seconds serve may take to finish acknowledged work on stop
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -8,7 +8,7 @@ outbox's decision, not this module's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
@@ -17,16 +17,16 @@ from typing import Any
 import aiohttp
 import orjson
 
+from fhir_engagement.auth import TokenSource
 from fhir_engagement.errors import (
     AuthRequiredError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
 
-__all__ = ["FhirClient", "TokenSource", "outcome_text"]
+__all__ = ["FhirClient", "outcome_text"]
 
 FHIR_JSON = "application/fhir+json"
-TokenSource = Callable[[bool], Awaitable[str | None]]  # (refresh) -> bearer token or None
 _RETRYABLE = frozenset({HTTPStatus.REQUEST_TIMEOUT, HTTPStatus.TOO_MANY_REQUESTS})
 
 

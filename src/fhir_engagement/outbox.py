@@ -24,6 +24,8 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from fhir_engagement.auth import token_source
+from fhir_engagement.config import Settings
 from fhir_engagement.decisions.bundle import transaction
 from fhir_engagement.errors import (
     AuthRequiredError,
@@ -127,14 +129,8 @@ class Outbox:
         return max(error.retry_after or 0.0, base * random.uniform(0.5, 1.0))
 
 
-async def deliver_pending(
-    store: Store, base_url: str, token: str | None, deadline: float
-) -> DeliveryReport:
-    """Send what is pending to ``base_url`` on one session, for at most ``deadline`` seconds."""
-
-    async def bearer(_: bool) -> str | None:
-        return token
-
+async def deliver_pending(store: Store, settings: Settings) -> DeliveryReport:
+    """Send what is pending to the settings' FHIR server, for at most ``deliver_timeout`` s."""
     async with aiohttp.ClientSession() as session:
-        outbox = Outbox(store, FhirClient(base_url, session, bearer))
-        return await outbox.drain(deadline)
+        client = FhirClient(settings.fhir_base or "", session, token_source(settings, session))
+        return await Outbox(store, client).drain(settings.deliver_timeout)

@@ -19,6 +19,7 @@ from http import HTTPStatus
 import aiohttp
 from aiohttp import web
 
+from fhir_engagement.auth import token_source
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import NotificationError, StoreError
 from fhir_engagement.fhir_client import FhirClient
@@ -129,12 +130,17 @@ async def _metrics(request: web.Request) -> web.Response:
     lines.append(f"fhir_engagement_inbox_depth {depth}")
     age = 0.0 if oldest is None else (datetime.now(UTC) - oldest).total_seconds()
     lines.append(f"fhir_engagement_inbox_oldest_age_seconds {age:.3f}")
+    overdue_after = request.app[SETTINGS].heartbeat_timeout
     for sub, last, seen, kind in store.subscriptions():
         label = sub.replace('"', "")
         lines.append(f'fhir_engagement_subscription_last_event{{subscription="{label}"}} {last}')
-        stamp = datetime.fromisoformat(seen.replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(seen.replace("Z", "+00:00"))
         lines.append(f'fhir_engagement_subscription_last_seen{{subscription="{label}",'
-                     f'type="{kind}"}} {stamp:.0f}')
+                     f'type="{kind}"}} {moment.timestamp():.0f}')
+        # The watchdog: a subscription silent for longer than its heartbeat allows is an alarm.
+        silent = (datetime.now(UTC) - moment).total_seconds() > overdue_after
+        lines.append(f'fhir_engagement_subscription_heartbeat_overdue{{subscription="{label}"}} '
+                     f"{int(silent)}")
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
@@ -205,23 +211,35 @@ async def _fhir(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as session:
         client = None
         if settings.fhir_base:
-            token = settings.fhir_token
-
-            async def bearer(_: bool) -> str | None:
-                return token
-
-            client = app[CLIENT] = FhirClient(settings.fhir_base, session, bearer)
+            client = FhirClient(settings.fhir_base, session, token_source(settings, session))
+            app[CLIENT] = client
         inbox = app[FHIR_INBOX] = FhirInbox(app[PIPELINE], client)
+        outbox = Outbox(app[STORE], client) if client is not None else None
         tasks = [asyncio.create_task(_drain_fhir(inbox, app[WAKE]))]
-        if client is not None:
-            outbox_wake = asyncio.Event()
-            tasks.append(asyncio.create_task(Outbox(app[STORE], client).run(outbox_wake)))
+        if outbox is not None:
+            tasks.append(asyncio.create_task(outbox.run(asyncio.Event())))
         yield
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await _finish(inbox, outbox, settings.shutdown_grace)
+
+
+async def _finish(inbox: FhirInbox, outbox: Outbox | None, grace: float) -> None:
+    """Graceful stop: what was acknowledged is processed, and written if the server answers.
+
+    Bounded by ``grace``: whatever is left stays in the store and goes out after the restart.
+    """
+    async def finish() -> None:
+        while await inbox.drain():
+            pass
+        if outbox is not None:
+            await outbox.run_once()
+
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(finish(), grace)
 
 
 async def _drain_fhir(inbox: FhirInbox, wake: asyncio.Event) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from fhir_engagement.auth import token_source
+from fhir_engagement.config import Settings
 from fhir_engagement.fhir_client import FhirClient
 
 __all__ = ["CRITERIA", "SubscribeReport", "subscribe"]
@@ -29,17 +31,13 @@ class SubscribeReport:
     unchanged: int = 0
 
 
-async def subscribe(
-    base_url: str, endpoint: str, secret: str | None, token: str | None = None
-) -> SubscribeReport:
-    """Make sure one active rest-hook Subscription per criterion points at ``endpoint``."""
-
-    async def bearer(_: bool) -> str | None:
-        return token
-
+async def subscribe(settings: Settings, endpoint: str) -> SubscribeReport:
+    """Make sure one active rest-hook Subscription per criterion points at ``endpoint``,
+    carrying the credential (``notify_token``) the listener asks for."""
     report = SubscribeReport()
+    secret = settings.notify_token
     async with aiohttp.ClientSession() as session:
-        client = FhirClient(base_url, session, bearer)
+        client = FhirClient(settings.fhir_base or "", session, token_source(settings, session))
         existing = await client.search("Subscription", {"_count": "200"})
         ours = {s.get("criteria"): s for s in existing
                 if s.get("channel", {}).get("endpoint") == endpoint}

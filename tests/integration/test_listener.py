@@ -96,6 +96,8 @@ async def test_handshake_and_heartbeat_are_answered_and_recorded(
         metrics = await resp.text()
     assert ('fhir_engagement_subscription_last_seen{subscription='
             '"https://fhirserver.org/fhir/Subscription/123",type="heartbeat"}') in metrics
+    assert ('fhir_engagement_subscription_heartbeat_overdue{subscription='
+            '"https://fhirserver.org/fhir/Subscription/123"} 0') in metrics
 
 
 async def _wait_for(http: aiohttp.ClientSession, url: str, seconds: float = 20) -> list[dict]:
@@ -111,7 +113,8 @@ async def _wait_for(http: aiohttp.ClientSession, url: str, seconds: float = 20) 
 async def test_end_to_end_a_no_show_on_the_server_becomes_a_task_on_the_server(
     listener: Listener, fhir_server: FhirServer, http: aiohttp.ClientSession
 ) -> None:
-    report = await subscribe(fhir_server.base_url, f"{listener.url}/notify", SECRET)
+    settings = Settings(mappings_dir=MAPPINGS, fhir_base=fhir_server.base_url, notify_token=SECRET)
+    report = await subscribe(settings, f"{listener.url}/notify")
     assert report.created + report.repaired + report.unchanged == 4
     base = fhir_server.base_url
     patient = {"resourceType": "Patient", "id": "e2e-child", "birthDate": "2016-05-05"}

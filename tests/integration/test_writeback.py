@@ -27,6 +27,7 @@ from tests.integration.conftest import FhirServer
 
 LADDER = SCENARIOS / "07-persistent-wnb-ladder"
 EXPECTED_TASKS = len(tomllib.loads((LADDER / "expected.toml").read_text())["task"])
+OUTAGE = 30.0  # seconds the FHIR server is down (issue 3: "stop the FHIR server for 30 s")
 
 
 def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -81,7 +82,7 @@ async def test_an_outage_loses_nothing_and_writes_nothing_twice(
             during = await outbox.run_once()
             assert (during.delivered, during.rescheduled) == (0, 3)
             restart = asyncio.get_running_loop().run_in_executor(None, _restart_later,
-                                                                 fhir_server, 3.0)
+                                                                 fhir_server, OUTAGE)
             report = await outbox.drain(deadline=60)
             await restart
     finally:

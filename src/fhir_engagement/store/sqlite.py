@@ -385,6 +385,24 @@ class SqliteStore:
         rows = self._exec("SELECT origin, reason, raw FROM dead_letters ORDER BY id").fetchall()
         return [(o, r, bytes(b)) for o, r, b in rows]
 
+    def dead_letter_rows(self) -> list[tuple[int, str, str, str]]:
+        """id, received, origin, reason: what an operator lists (never the raw input)."""
+        rows = self._exec("SELECT id, received, origin, reason FROM dead_letters ORDER BY id")
+        return [(int(i), t, o, r) for i, t, o, r in rows.fetchall()]
+
+    def dead_letter_raw(self, letter: int) -> tuple[str, bytes] | None:
+        row = self._exec("SELECT origin, raw FROM dead_letters WHERE id = ?", (letter,)).fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    def forget_dead_letter(self, letter: int) -> None:
+        self._exec("DELETE FROM dead_letters WHERE id = ?", (letter,))
+
+    def delivery_again(self, batch: str) -> bool:
+        """A dead batch back to pending (after a person fixed the cause)."""
+        cur = self._exec("UPDATE deliveries SET state = 'pending', next_attempt = '' "
+                         "WHERE batch = ? AND state = 'dead'", (batch,))
+        return cur.rowcount == 1
+
     # -- reports: read-only, except the audit of who read a child's chronology ---------------
     # Each query flushes first: replay buffers its writes until commit. They run once per
     # report and aggregate in SQL, so no in-memory index is needed for them.
