@@ -62,6 +62,8 @@ async def test_replay_writes_each_decision_once_to_the_server(
     tasks_before = await _count(http, base, "Task")
     assert await _ladder_tasks(http, base) == ["contact-childrens-services", "neglect-referral",
                                                "review-impact"]
+    ladder = [await _count(http, base, f"Task?focus=Appointment/s07-a{i}") for i in (1, 2, 3)]
+    assert sum(ladder) == EXPECTED_TASKS
     # The same input again, through a fresh store: the conditional writes find what is there.
     again = _cli(*args[:-3], "--store", str(tmp_path / "other.sqlite3"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
