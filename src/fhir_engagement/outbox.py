@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from typing import Any
 
 import aiohttp
 import orjson
@@ -27,6 +30,7 @@ from tenacity.wait import wait_random_exponential
 from fhir_engagement.auth import token_source
 from fhir_engagement.config import Settings
 from fhir_engagement.decisions.bundle import transaction
+from fhir_engagement.decisions.flag import never_lower
 from fhir_engagement.errors import (
     AuthRequiredError,
     PermanentDeliveryError,
@@ -108,13 +112,47 @@ class Outbox:
         self.store.delivery_done(batch)
         return DeliveryReport(delivered=1)
 
-    async def _send(self, bundle: dict[str, object]) -> None:
+    async def _send(self, bundle: dict[str, Any]) -> None:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RetryableDeliveryError),
             wait=self._wait, stop=stop_after_attempt(self.tries), reraise=True)
         async for attempt in retrying:
             with attempt:
-                await self.client.transaction(bundle)
+                guarded = await self._guard_flags(copy.deepcopy(bundle))  # re-read each try
+                try:
+                    await self.client.transaction(guarded)
+                except PermanentDeliveryError as error:
+                    if error.status == HTTPStatus.PRECONDITION_FAILED and "conflict" in str(
+                            error).lower():
+                        # Someone changed the Flag between our read and our write: read again.
+                        raise RetryableDeliveryError(error.status, error.reason) from error
+                    raise
+
+    async def _guard_flags(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """Write each Flag over what the server holds now, never lowering it, never reviving it.
+
+        A Flag a clinician ended (status not active) is left as it is: the decision's Tasks point
+        at it. An active one is merged (nothing lowered) and written to ``Flag/{id}`` with
+        If-Match on the version just read, so a change made meanwhile is not overwritten.
+        """
+        for entry in [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Flag"]:
+            ident = entry["resource"]["identifier"][0]
+            found = await self.client.search(
+                "Flag", {"identifier": f"{ident['system']}|{ident['value']}"})
+            if not found:
+                continue  # the conditional update creates it
+            theirs = found[0]
+            _repoint(bundle, entry["fullUrl"], f"Flag/{theirs['id']}")
+            if theirs.get("status") != "active":
+                bundle["entry"].remove(entry)
+                continue
+            entry["fullUrl"] = f"{self.client.base_url}/Flag/{theirs['id']}"
+            entry["resource"] = never_lower(entry["resource"], theirs)
+            version = (theirs.get("meta") or {}).get("versionId")
+            entry["request"] = {"method": "PUT", "url": f"Flag/{theirs['id']}"}
+            if version:
+                entry["request"]["ifMatch"] = f'W/"{version}"'
+        return bundle
 
     def _wait(self, state: RetryCallState) -> float:
         """Jittered exponential backoff, but never sooner than the server's Retry-After."""
@@ -134,3 +172,15 @@ async def deliver_pending(store: Store, settings: Settings) -> DeliveryReport:
     async with aiohttp.ClientSession() as session:
         client = FhirClient(settings.fhir_base or "", session, token_source(settings, session))
         return await Outbox(store, client).drain(settings.deliver_timeout)
+
+
+def _repoint(bundle: dict[str, Any], old: str, new: str) -> None:
+    """References to a Flag's urn:uuid, made literal: the Flag is already on the server."""
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        reason = resource.get("reasonReference")
+        if isinstance(reason, dict) and reason.get("reference") == old:
+            reason["reference"] = new
+        for target in resource.get("target", []):
+            if target.get("reference") == old:
+                target["reference"] = new

@@ -7,6 +7,7 @@ escalated to persistent, one Provenance per decision).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -23,10 +24,13 @@ from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
 from tests.conftest import SCENARIOS
+from tests.hl7v2.messages import nhs_number
 from tests.integration.conftest import FhirServer
 
 LADDER = SCENARIOS / "07-persistent-wnb-ladder"
 EXPECTED_TASKS = len(tomllib.loads((LADDER / "expected.toml").read_text())["task"])
+NHS_07 = json.loads((LADDER / "bundle.json").read_text())["entry"][0]["resource"]["identifier"][0][
+    "value"]
 OUTAGE = 30.0  # seconds the FHIR server is down (issue 3: "stop the FHIR server for 30 s")
 
 
@@ -126,3 +130,82 @@ async def test_a_refused_batch_goes_to_the_dead_letter_store(
         assert b'"type":"transaction"' in raw
     finally:
         store.close()
+
+
+def _split_ladder(tmp_path: Path, child: str, nhs: str) -> tuple[Path, Path]:
+    """Scenario 07 for another child (the server is shared by the tests), in two parts: the first
+    two misses, then the third. Derived copies of the fixture."""
+    text = (LADDER / "bundle.json").read_text().replace("s07-", f"{child}-")
+    bundle = json.loads(text.replace(NHS_07, nhs))
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(parents=True)
+    second.mkdir()
+    third = f"{child}-a3"
+    early = [e for e in bundle["entry"] if e["resource"]["id"] != third]
+    (first / "b.json").write_text(json.dumps({**bundle, "entry": early}))
+    late = [e for e in bundle["entry"] if e["resource"]["id"] == third]
+    (second / "b.json").write_text(json.dumps({**bundle, "entry": late}))
+    return first, second
+
+
+async def _deliver(store: SqliteStore, base: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        await Outbox(store, FhirClient(base, session)).drain(deadline=30)
+
+
+async def _the_flag(http: aiohttp.ClientSession, base: str, child: str) -> dict:
+    async with http.get(f"{base}/Flag", params={"patient": f"Patient/{child}-child"}) as resp:
+        (entry,) = (await resp.json(content_type=None))["entry"]
+    return entry["resource"]
+
+
+async def test_a_flag_a_clinician_ended_is_not_revived_and_tasks_point_at_it(
+    fhir_server: FhirServer, http: aiohttp.ClientSession, engine: Engine, tmp_path: Path
+) -> None:
+    first, second = _split_ladder(tmp_path, "ended", nhs_number(5101))
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    try:
+        replay([first], engine, store)
+        await _deliver(store, fhir_server.base_url)
+        flag = await _the_flag(http, fhir_server.base_url, "ended")
+        assert flag["code"]["coding"][0]["code"] == "disengagement-repeat"
+        ended = {**flag, "status": "inactive"}  # the clinician ends it
+        async with http.put(f"{fhir_server.base_url}/Flag/{flag['id']}", json=ended) as resp:
+            assert resp.status == 200
+        replay([second], engine, store)  # the third miss: persistent, on our side
+        await _deliver(store, fhir_server.base_url)
+        assert store.delivery_counts() == {"done": 3}
+    finally:
+        store.close()
+    after = await _the_flag(http, fhir_server.base_url, "ended")
+    assert after["status"] == "inactive"
+    assert after["code"]["coding"][0]["code"] == "disengagement-repeat"
+    async with http.get(f"{fhir_server.base_url}/Task",
+                        params={"focus": "Appointment/ended-a3", "code": "neglect-referral"}) as r:
+        (task,) = [e["resource"] for e in (await r.json(content_type=None))["entry"]]
+    assert task["reasonReference"]["reference"] == f"Flag/{flag['id']}"
+
+
+async def test_a_priority_a_person_raised_is_kept_when_the_adapter_escalates(
+    fhir_server: FhirServer, http: aiohttp.ClientSession, engine: Engine, tmp_path: Path
+) -> None:
+    first, second = _split_ladder(tmp_path, "raised", nhs_number(5202))
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    try:
+        replay([first], engine, store)
+        await _deliver(store, fhir_server.base_url)
+        async with http.get(f"{fhir_server.base_url}/Flag",
+                            params={"patient": "Patient/raised-child"}) as resp:
+            (entry,) = (await resp.json(content_type=None))["entry"]
+        flag = entry["resource"]
+        flag["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] = "PH"  # by hand
+        async with http.put(f"{fhir_server.base_url}/Flag/{flag['id']}", json=flag) as resp:
+            assert resp.status == 200
+        replay([second], engine, store)
+        await _deliver(store, fhir_server.base_url)
+    finally:
+        store.close()
+    async with http.get(f"{fhir_server.base_url}/Flag/{flag['id']}") as resp:
+        after = await resp.json(content_type=None)
+    assert after["code"]["coding"][0]["code"] == "disengagement-persistent"  # escalated
+    assert after["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "PH"  # kept

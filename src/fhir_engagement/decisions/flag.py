@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from fhir_engagement.decisions.codesystems import CONCERN, CodeSystems
 from fhir_engagement.decisions.ids import DEVICE_SYSTEM, FLAG_SYSTEM
 from fhir_engagement.model import FlagChange
 
-__all__ = ["FlagState", "flag_resource", "merge_flag"]
+__all__ = ["FlagState", "flag_resource", "merge_flag", "never_lower"]
 
 # Higher later in the tuple. A later, higher stage updates the Flag; a lower one leaves it.
 _STAGES = ("disengagement-single", "disengagement-intermittent", "left-against-advice",
@@ -75,3 +76,50 @@ def flag_resource(
         "author": {"identifier": {"system": DEVICE_SYSTEM, "value": "fhir-engagement"},
                    "display": "fhir-engagement adapter"},
     }
+
+
+def never_lower(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """The Flag to write over the one on the server: nothing the server holds is lowered.
+
+    A person may have raised the priority or the stage by hand; the adapter only adds to it. The
+    result keeps the server's id (the write is ``PUT Flag/{id}`` with If-Match on its version).
+    """
+    merged = dict(ours)
+    merged["id"] = theirs["id"]
+    code = max(_code(ours), _code(theirs), key=_stage_rank)
+    merged["code"] = theirs["code"] if code == _code(theirs) and code != _code(ours) else ours["code"]
+    priority = max(_priority(ours), _priority(theirs), key=_priority_rank)
+    merged["extension"] = [_with_priority(e, priority) for e in ours.get("extension", [])]
+    starts = [f.get("period", {}).get("start") for f in (ours, theirs)]
+    merged["period"] = {"start": min(s for s in starts if s)} if any(starts) else ours.get("period")
+    return merged
+
+
+def _code(flag: dict[str, Any]) -> str:
+    for coding in flag.get("code", {}).get("coding", []):
+        if coding.get("system") == CONCERN:
+            return str(coding.get("code"))
+    return ""
+
+
+def _priority(flag: dict[str, Any]) -> str:
+    for ext in flag.get("extension", []):
+        if ext.get("url", "").endswith("/flag-priority"):
+            return str(ext["valueCodeableConcept"]["coding"][0]["code"])
+    return "PL"
+
+
+def _stage_rank(code: str) -> int:
+    return _STAGES.index(code) if code in _STAGES else -1
+
+
+def _priority_rank(code: str) -> int:
+    return _PRIORITIES.index(code) if code in _PRIORITIES else -1
+
+
+def _with_priority(ext: dict[str, Any], priority: str) -> dict[str, Any]:
+    if not ext.get("url", "").endswith("/flag-priority"):
+        return ext
+    coding = {**ext["valueCodeableConcept"]["coding"][0], "code": priority,
+              "display": _PRIORITY_DISPLAY.get(priority, priority)}
+    return {**ext, "valueCodeableConcept": {"coding": [coding]}}

@@ -133,3 +133,34 @@ def test_the_over_engagement_flag_is_clinical(systems: CodeSystems) -> None:
     resource = flag_resource("fe-flag-2", over, {"reference": "Patient/p1"}, systems)
     Flag.model_validate(resource)
     assert resource["category"][0]["coding"][0]["code"] == "clinical"  # type: ignore[index]
+
+
+def _flag(code: str, priority: str, start: str, fid: str = "ours") -> dict[str, object]:
+    return {"resourceType": "Flag", "id": fid, "status": "active",
+            "code": {"coding": [{"system": "https://fhir-engagement.org/fhir/CodeSystem/"
+                                           "engagement-concern", "code": code}]},
+            "extension": [{"url": "http://hl7.org/fhir/StructureDefinition/flag-priority",
+                           "valueCodeableConcept": {"coding": [{"code": priority}]}}],
+            "period": {"start": start}}
+
+
+def test_never_lower_keeps_what_a_person_raised_on_the_server() -> None:
+    from fhir_engagement.decisions.flag import never_lower
+
+    ours = _flag("disengagement-single", "PM", "2026-02-01T10:00:00+00:00")
+    theirs = _flag("disengagement-repeat", "PH", "2026-01-01T10:00:00+00:00", "server-1")
+    merged = never_lower(ours, theirs)
+    assert merged["id"] == "server-1"
+    assert merged["code"]["coding"][0]["code"] == "disengagement-repeat"
+    assert merged["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "PH"
+    assert merged["period"] == {"start": "2026-01-01T10:00:00+00:00"}
+
+
+def test_never_lower_still_escalates_past_the_server() -> None:
+    from fhir_engagement.decisions.flag import never_lower
+
+    ours = _flag("disengagement-persistent", "PM", "2026-02-01T10:00:00+00:00")
+    theirs = _flag("disengagement-repeat", "PL", "2026-01-01T10:00:00+00:00", "server-1")
+    merged = never_lower(ours, theirs)
+    assert merged["code"]["coding"][0]["code"] == "disengagement-persistent"
+    assert merged["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "PM"
