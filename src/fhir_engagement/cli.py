@@ -23,6 +23,7 @@ from fhir_engagement import __version__
 from fhir_engagement.config import Settings
 from fhir_engagement.deadletters import retry_dead_letter
 from fhir_engagement.errors import ConfigError, DeliveryError, ReportError, StoreError
+from fhir_engagement.observability import setup_logging
 from fhir_engagement.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.pipeline import Engine, Pipeline, load_engine
 from fhir_engagement.replay import ReplayResult, replay
@@ -201,6 +202,7 @@ def _deadletter(args: argparse.Namespace, engine: Engine, settings: Settings, ou
 
 
 def _serve(engine: Engine, settings: Settings) -> int:
+    setup_logging()
     store = open_store(settings.store)
     try:
         web.run_app(build_app(settings, engine, store), host=settings.host, port=settings.port,

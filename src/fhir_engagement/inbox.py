@@ -8,8 +8,10 @@ route; this module decides the answer and feeds the pipeline.
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, datetime, timedelta
 
+from fhir_engagement.decisions.codesystems import ACTION
 from fhir_engagement.errors import (
     DeliveryError,
     InputError,
@@ -19,6 +21,7 @@ from fhir_engagement.errors import (
 )
 from fhir_engagement.fhir_client import FhirClient
 from fhir_engagement.ingest.fhir import Record
+from fhir_engagement.ingest.fhirtime import parse_datetime
 from fhir_engagement.ingest.hl7v2 import build_ack, read_v2
 from fhir_engagement.ingest.notifications import Notice, classify
 from fhir_engagement.ingest.v2parse import V2Message, parse_message
@@ -26,6 +29,8 @@ from fhir_engagement.model import Event
 from fhir_engagement.pipeline import Pipeline
 
 __all__ = ["FhirInbox", "V2Inbox"]
+
+_LOG = logging.getLogger(__name__)
 
 _UNAVAILABLE = "the adapter cannot store messages now: send again"
 
@@ -107,6 +112,7 @@ class FhirInbox:
     def __init__(self, pipeline: Pipeline, client: FhirClient | None) -> None:
         self.pipeline, self.client = pipeline, client
         self.store, self.stats = pipeline.store, pipeline.stats
+        self._seen: set[str] = set()  # children whose history was read in this process
 
     def accept(self, body: bytes, origin: str, path_type: str | None = None,
                path_id: str | None = None) -> Notice:
@@ -117,6 +123,7 @@ class FhirInbox:
             self.store.dead_letter(f"{origin} ({error.where})", error.reason, body)
             self.store.commit()
             self.stats["rejected"] += 1
+            _LOG.warning("refused a push to %s: %s (%s)", origin, error.reason, error.where)
             raise
         if notice.subscription:
             self._track(notice)
@@ -144,10 +151,12 @@ class FhirInbox:
         for _, origin, raw in rows:
             records = await self._records(raw, origin)
             await self._context(records)
+            await self._history(records)
             self.pipeline.apply(records, raw)
         if rows:
             self.store.inbox_done([row[0] for row in rows])
             self.store.commit()
+            _LOG.info("processed %d pushes; %d events so far", len(rows), self.stats["events"])
         return len(rows)
 
     async def _records(self, raw: bytes, origin: str) -> list[Record]:
@@ -209,9 +218,7 @@ class FhirInbox:
         """On first sight of a child named as Patient/x: their Patient and status Flags."""
         if self.client is None:
             return
-        for alias in {r.patient for r in records if isinstance(r, Event) and r.patient}:
-            if self.store.child_of(alias) is not None or not alias.startswith("Patient/"):
-                continue
+        for alias in self._new_children(records):
             pid = alias.split("/", 1)[1]
             documents: list[dict[str, object]] = []
             with contextlib.suppress(DeliveryError):
@@ -222,4 +229,48 @@ class FhirInbox:
                 for record in self.pipeline.engine.reader.read(document, f"context {alias}"):
                     if not isinstance(record, InputError | Event):
                         self.pipeline.accept_context(record)
+
+    def _new_children(self, records: list[Record]) -> list[str]:
+        aliases = {r.patient for r in records if isinstance(r, Event) and r.patient}
+        return sorted(a for a in aliases if a.startswith("Patient/") and a not in self._seen
+                      and self.store.child_of(a) is None)
+
+    async def _history(self, records: list[Record]) -> None:
+        """On first sight of a child: their Appointments and Encounters over the rules' longest
+        window, and the adapter's own earlier Tasks, so patterns count what came before."""
+        if self.client is None:
+            return
+        current = {r.key for r in records if isinstance(r, Event)}
+        window = max(self.pipeline.engine.rules.patterns.not_brought_window_days,
+                     self.pipeline.engine.rules.patterns.over_engagement_window_days)
+        since = (datetime.now(UTC) - timedelta(days=window)).strftime("%Y-%m-%d")
+        for alias in {r.patient for r in records if isinstance(r, Event) and r.patient}:
+            if not alias.startswith("Patient/") or alias in self._seen:
+                continue
+            self._seen.add(alias)
+            await self._past_events(alias, since, current)
+            await self._past_asks(alias)
+
+    async def _past_events(self, alias: str, since: str, current: set[str]) -> None:
+        pid = alias.split("/", 1)[1]
+        found: list[dict[str, object]] = []
+        with contextlib.suppress(DeliveryError):
+            found += await self.client.search(  # type: ignore[union-attr]
+                "Appointment", {"patient": pid, "date": f"ge{since}", "_count": "200"})
+            found += await self.client.search(  # type: ignore[union-attr]
+                "Encounter", {"patient": pid, "date": f"ge{since}", "_count": "200"})
+        for document in found:
+            for record in self.pipeline.engine.reader.read(document, f"history {alias}"):
+                if isinstance(record, Event) and record.key not in current:
+                    self.pipeline.remember(record)
+
+    async def _past_asks(self, alias: str) -> None:
+        with contextlib.suppress(DeliveryError):
+            letters = await self.client.search(  # type: ignore[union-attr]
+                "Task", {"patient": alias.split("/", 1)[1], "code": f"{ACTION}|send-wnb-letter"})
+            for task in letters:
+                at = parse_datetime(str(task.get("authoredOn", "")))
+                if at is not None:
+                    self.pipeline.remember_asked(alias, f"Task/{task['id']}", at,
+                                                 frozenset({"send-wnb-letter"}))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,8 @@ from fhir_engagement.fhir_client import FhirClient
 from fhir_engagement.store.base import Store
 
 __all__ = ["DeliveryReport", "Outbox", "deliver_pending"]
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,14 +105,18 @@ class Outbox:
         try:
             await self._send(bundle)
         except RetryableDeliveryError as error:
-            when = datetime.now(UTC) + timedelta(seconds=self._backoff(attempts, error))
+            delay = self._backoff(attempts, error)
+            when = datetime.now(UTC) + timedelta(seconds=delay)
             self.store.delivery_retry(batch, when, str(error))
+            _LOG.warning("delivery %s rescheduled in %.0f s: %s", batch, delay, error)
             return DeliveryReport(rescheduled=1)
         except (PermanentDeliveryError, AuthRequiredError) as error:
             self.store.delivery_dead(batch, str(error))
             self.store.dead_letter(f"delivery {batch}", str(error), orjson.dumps(bundle))
+            _LOG.error("delivery %s refused, kept in the dead-letter store: %s", batch, error)
             return DeliveryReport(dead=1)
         self.store.delivery_done(batch)
+        _LOG.info("delivery %s written (%d resources)", batch, len(rows))
         return DeliveryReport(delivered=1)
 
     async def _send(self, bundle: dict[str, Any]) -> None:

@@ -117,6 +117,35 @@ class Pipeline:
             except RecordError as error:
                 self.reject(error, raw)
 
+    def remember(self, event: Event, asked: frozenset[str] = frozenset()) -> None:
+        """Add an earlier event to the child's history without deciding anything about it.
+
+        Live mode reads a child's recent past from the FHIR server on first sight, so patterns
+        count what happened before the adapter started; those events were someone else's to act
+        on. ``asked`` records what the adapter asked for then (a WNB letter, say).
+        """
+        if event.occurred is None or event.patient is None:
+            return
+        previous = self.store.signals_of(event.key)
+        child, band = self._child(event)
+        for signal in extract(event, self.engine.mappings):
+            if signal.code in previous:
+                continue
+            item = HistoryItem(event.key, signal.code, event.occurred, event.service,
+                               event.provider, "", asked)
+            self.store.add_signal(child, item, band, event.origin, event.version)
+            self.stats["history remembered"] += 1
+
+    def remember_asked(self, patient: str, key: str, at: datetime, actions: frozenset[str]) -> None:
+        """Record that the adapter already asked for ``actions`` for a child (read back from its
+        own Tasks on the server), so that "after a letter was asked" holds across deployments."""
+        record = self.store.child_of(patient)
+        child = record.key if record else patient
+        if key in self.store.signals_of(key):
+            return
+        item = HistoryItem(key, "asked", at, None, None, "", actions)
+        self.store.add_signal(child, item, "unknown", "server", "")
+
     # -- events -----------------------------------------------------------------------------
     def process(self, event: Event) -> None:
         """Apply the guidance to one event. Raises RecordError for an event we cannot act on."""

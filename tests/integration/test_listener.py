@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,10 @@ async def _wait_for(http: aiohttp.ClientSession, url: str, seconds: float = 20) 
 
 
 async def test_end_to_end_a_no_show_on_the_server_becomes_a_task_on_the_server(
-    listener: Listener, fhir_server: FhirServer, http: aiohttp.ClientSession
+    listener: Listener, fhir_server: FhirServer, http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="fhir_engagement")
     settings = Settings(mappings_dir=MAPPINGS, fhir_base=fhir_server.base_url, notify_token=SECRET)
     report = await subscribe(settings, f"{listener.url}/notify")
     assert report.created + report.repaired + report.unchanged == 4
@@ -130,3 +133,47 @@ async def test_end_to_end_a_no_show_on_the_server_becomes_a_task_on_the_server(
     assert [t["code"]["coding"][0]["code"] for t in tasks] == ["review-impact"]
     assert tasks[0]["for"] == {"reference": "Patient/e2e-child"}
     assert listener.app[PIPELINE].stats["signal not-brought"] == 1
+    assert "written" in caplog.text  # the outbox logged its delivery...
+    assert "e2e-child" not in caplog.text  # ...and no log line names the child
+    assert "Patient/" not in caplog.text
+
+
+async def test_first_sight_of_a_child_reads_their_history_so_the_pattern_counts(
+    listener: Listener, fhir_server: FhirServer, http: aiohttp.ClientSession
+) -> None:
+    """Two misses and a WNB letter Task that were on the server before the adapter heard of
+    the child: the third miss is persistent, with the neglect referral (rules.md section 5)."""
+    base = fhir_server.base_url
+    patient = {"resourceType": "Patient", "id": "hist-child", "birthDate": "2014-02-02"}
+    async with http.put(f"{base}/Patient/hist-child", json=patient) as resp:
+        assert resp.status in (200, 201)
+    for i, day in enumerate(("2026-06-01", "2026-08-03"), start=1):
+        past = {"resourceType": "Appointment", "id": f"hist-{i}", "status": "noshow",
+                "start": f"{day}T10:00:00Z",
+                "participant": [{"actor": {"reference": "Patient/hist-child"},
+                                 "status": "declined"}]}
+        async with http.put(f"{base}/Appointment/hist-{i}", json=past) as resp:
+            assert resp.status in (200, 201)
+    letter = {"resourceType": "Task", "id": "hist-letter", "status": "requested",
+              "intent": "order", "authoredOn": "2026-08-03T10:00:00Z",
+              "code": {"coding": [{"system": "https://fhir-engagement.org/fhir/CodeSystem/"
+                                             "engagement-action", "code": "send-wnb-letter"}]},
+              "for": {"reference": "Patient/hist-child"}}
+    async with http.put(f"{base}/Task/hist-letter", json=letter) as resp:
+        assert resp.status in (200, 201)
+    settings = Settings(mappings_dir=MAPPINGS, fhir_base=base, notify_token=SECRET)
+    await subscribe(settings, f"{listener.url}/notify")
+    third = {"resourceType": "Appointment", "id": "hist-3", "status": "noshow",
+             "start": "2026-11-02T10:00:00Z",
+             "participant": [{"actor": {"reference": "Patient/hist-child"}, "status": "declined"}]}
+    async with http.put(f"{base}/Appointment/hist-3", json=third) as resp:
+        assert resp.status in (200, 201)
+    tasks = await _wait_for(http, f"{base}/Task?focus=Appointment/hist-3&_count=50")
+    for _ in range(20):  # the transaction lands whole; give a slow server a moment anyway
+        if len(tasks) >= 3:
+            break
+        await asyncio.sleep(0.25)
+        tasks = await _wait_for(http, f"{base}/Task?focus=Appointment/hist-3&_count=50")
+    assert sorted(t["code"]["coding"][0]["code"] for t in tasks) == [
+        "contact-childrens-services", "neglect-referral", "review-impact"]
+    assert listener.app[PIPELINE].stats["history remembered"] == 2
