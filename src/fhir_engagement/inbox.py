@@ -164,7 +164,7 @@ class FhirInbox:
         reader = self.pipeline.engine.reader
         documents = [notice.document] if notice.document else []
         documents += await self._fetch_all(notice.focus, origin, raw)
-        if notice.kind == "poll":
+        if notice.kind == "poll" or _empty_event(notice):
             documents += await self._poll(origin, raw)
         records: list[Record] = []
         for document in documents:
@@ -200,7 +200,10 @@ class FhirInbox:
         """An empty rest-hook POST or a gap: search what changed since the last look."""
         if self.client is None:
             return []
-        since = self.store.meta("poll_since") or "1970-01-01T00:00:00Z"
+        # The first look goes back a day, not to the beginning: older events are history, read
+        # per child on first sight (_history), not events to act on now.
+        first_look = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        since = self.store.meta("poll_since") or first_look
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         found: list[dict[str, object]] = []
         for rtype, status in (("Appointment", "noshow,cancelled,fulfilled"),
@@ -274,3 +277,11 @@ class FhirInbox:
                     self.pipeline.remember_asked(alias, f"Task/{task['id']}", at,
                                                  frozenset({"send-wnb-letter"}))
 
+
+
+def _empty_event(notice: Notice) -> bool:
+    """An event notification with ``empty`` content: no focus given, nothing included."""
+    if notice.kind != "event-notification" or notice.focus or notice.document is None:
+        return False
+    entries = notice.document.get("entry", [])
+    return not any(isinstance(e, dict) and "resource" in e for e in entries[1:])

@@ -177,3 +177,22 @@ async def test_first_sight_of_a_child_reads_their_history_so_the_pattern_counts(
     assert sorted(t["code"]["coding"][0]["code"] for t in tasks) == [
         "contact-childrens-services", "neglect-referral", "review-impact"]
     assert listener.app[PIPELINE].stats["history remembered"] == 2
+
+
+async def test_an_empty_event_notification_makes_the_listener_look_for_changes(
+    listener: Listener, fhir_server: FhirServer, http: aiohttp.ClientSession
+) -> None:
+    """Backport 'empty' content says only that something happened: search by _lastUpdated."""
+    base = fhir_server.base_url
+    appointment = {"resourceType": "Appointment", "id": "empty-appt", "status": "noshow",
+                   "start": "2026-03-04T10:00:00Z",
+                   "participant": [{"actor": {"reference": "Patient/empty-child"},
+                                    "status": "declined"}]}
+    async with http.put(f"{base}/Appointment/empty-appt", json=appointment) as resp:
+        assert resp.status in (200, 201)
+    empty = (REALDATA / "subscriptions" / "inferno-subscriptions-test-kit"
+             / "empty_notification_bundle_example.json").read_bytes()
+    status, _ = await _post(http, f"{listener.url}/notify", empty)
+    assert status == 200
+    tasks = await _wait_for(http, f"{base}/Task?focus=Appointment/empty-appt")
+    assert [t["code"]["coding"][0]["code"] for t in tasks] == ["review-impact"]
