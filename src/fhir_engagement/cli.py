@@ -172,6 +172,8 @@ def _subscribe(args: argparse.Namespace, settings: Settings, err: TextIO) -> int
         return EXIT_USAGE
     print(f"Subscriptions for {args.endpoint}: {report.created} created, {report.repaired} "
           f"repaired, {report.unchanged} already active", file=err)
+    for topic in report.topics_not_offered:
+        print(f"  topic not offered by the server, not subscribed: {topic}", file=err)
     return EXIT_OK
 
 

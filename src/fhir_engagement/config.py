@@ -76,6 +76,8 @@ class Settings(BaseModel):
     auth_key_file: Path | None = None
     auth_kid: str | None = None
     auth_alg: str = "RS384"
+    # topic-based (backport) subscriptions to make, where the server offers these topics
+    topics: tuple[str, ...] = ()
     heartbeat_timeout: float = 900.0  # seconds of silence before a subscription is "overdue"
     shutdown_grace: float = 20.0  # seconds serve may take to finish acknowledged work on stop
 
