@@ -190,7 +190,7 @@ class Pipeline:
         alone are unique only per system, and the two forms rarely share a patient identifier."""
         if not event.identifiers or event.occurred is None:
             return event
-        minute = event.occurred.strftime("%Y%m%d%H%M")
+        minute = event.occurred.isoformat()[:16]  # to the minute; occurred is always UTC
         aliases = [f"{event.resource_type}|{value}|{minute}" for value in event.identifiers]
         for alias in aliases:
             key = self.store.event_alias(alias)
