@@ -65,6 +65,12 @@ class FhirClient:
         url = f"{self.base_url}/{resource['resourceType']}/{resource['id']}"
         return await self._send("PUT", url, resource)
 
+    async def operation(self, resource_type: str, resource_id: str, name: str,
+                        params: Mapping[str, str]) -> dict[str, Any]:
+        """An instance-level operation by GET (``Subscription/{id}/$events?...``)."""
+        url = f"{self.base_url}/{resource_type}/{resource_id}/{name}"
+        return await self._send("GET", url, params=params)
+
     async def metadata(self) -> dict[str, Any]:
         return await self._send("GET", f"{self.base_url}/metadata")
 

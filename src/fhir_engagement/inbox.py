@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
 
 from fhir_engagement.decisions.codesystems import ACTION
 from fhir_engagement.errors import (
@@ -113,6 +116,7 @@ class FhirInbox:
         self.pipeline, self.client = pipeline, client
         self.store, self.stats = pipeline.store, pipeline.stats
         self._seen: set[str] = set()  # children whose history was read in this process
+        self._events_offered: bool | None = None
 
     def accept(self, body: bytes, origin: str, path_type: str | None = None,
                path_id: str | None = None) -> Notice:
@@ -140,10 +144,11 @@ class FhirInbox:
         self.stats[f"notifications {notice.kind}"] += 1
         first = min(notice.event_numbers, default=None)
         if first is not None and before and first > before + 1:
-            # Events were lost on the way: look for what changed since, by _lastUpdated.
+            # Events were lost on the way: ask for them ($events), or look by _lastUpdated.
             self.stats["event gaps"] += 1
+            request = _recovery(notice.subscription or "", before + 1, first - 1)
             self.store.inbox_put("fhir", "recovery", f"gap:{notice.subscription}:{before}",
-                                 "gap recovery", b"")
+                                 "gap recovery", orjson.dumps(request))
 
     async def drain(self, limit: int = 200) -> int:
         """Process up to ``limit`` kept pushes in arrival order; returns how many."""
@@ -161,19 +166,55 @@ class FhirInbox:
 
     async def _records(self, raw: bytes, origin: str) -> list[Record]:
         notice = classify(raw)  # it was classified once already: cannot fail now
-        reader = self.pipeline.engine.reader
+        if notice.document and _is_recovery(notice.document):
+            return self._read_all(await self._recover(notice.document, origin, raw), origin, raw)
         documents = [notice.document] if notice.document else []
         documents += await self._fetch_all(notice.focus, origin, raw)
         if notice.kind == "poll" or _empty_event(notice):
             documents += await self._poll(origin, raw)
+        return self._read_all(documents, origin, raw)
+
+    def _read_all(self, documents: list[dict[str, Any]], origin: str, raw: bytes) -> list[Record]:
         records: list[Record] = []
         for document in documents:
-            for record in reader.read(document, origin):
+            for record in self.pipeline.engine.reader.read(document, origin):
                 if isinstance(record, InputError):
                     self.pipeline.reject(record, raw)
                 else:
                     records.append(record)
         return records
+
+    async def _recover(self, request: dict[str, Any], origin: str, raw: bytes) -> list[dict[str, Any]]:
+        """Lost events: ``Subscription/{id}/$events`` where the server offers it, else a search."""
+        values = {p["name"]: next(v for k, v in p.items() if k.startswith("value"))
+                  for p in request["parameter"]}
+        if self.client is None or not await self._offers_events():
+            return await self._poll(origin, raw)
+        subscription = str(values["subscription"]).rstrip("/").rsplit("/", 1)[-1]
+        try:
+            bundle = await self.client.operation(
+                "Subscription", subscription, "$events",
+                {"eventsSinceNumber": str(values["eventsSinceNumber"]),
+                 "eventsUntilNumber": str(values["eventsUntilNumber"]),
+                 "content": "full-resource"})
+        except DeliveryError as error:
+            self.pipeline.reject(NotificationError(origin, f"$events failed: {error}"), raw)
+            return await self._poll(origin, raw)
+        self.stats["events recovered"] += 1
+        notice = classify(orjson.dumps(bundle))
+        return [bundle, *await self._fetch_all(notice.focus, origin, raw)]
+
+    async def _offers_events(self) -> bool:
+        if self._events_offered is None and self.client is not None:
+            try:
+                capability = await self.client.metadata()
+            except DeliveryError:
+                return False
+            self._events_offered = any(
+                str(op.get("name", "")).lstrip("$") == "events"
+                for rest in capability.get("rest", []) for res in rest.get("resource", [])
+                if res.get("type") == "Subscription" for op in res.get("operation", []))
+        return bool(self._events_offered)
 
     async def _fetch_all(self, references: tuple[str, ...], origin: str,
                          raw: bytes) -> list[dict[str, object]]:
@@ -285,3 +326,16 @@ def _empty_event(notice: Notice) -> bool:
         return False
     entries = notice.document.get("entry", [])
     return not any(isinstance(e, dict) and "resource" in e for e in entries[1:])
+
+
+def _recovery(subscription: str, since: int, until: int) -> dict[str, Any]:
+    """What the worker must ask for: a Parameters resource, kept in the inbox like any push."""
+    return {"resourceType": "Parameters", "id": "fhir-engagement-recovery", "parameter": [
+        {"name": "subscription", "valueString": subscription},
+        {"name": "eventsSinceNumber", "valueInteger": since},
+        {"name": "eventsUntilNumber", "valueInteger": until}]}
+
+
+def _is_recovery(document: dict[str, Any]) -> bool:
+    return document.get("resourceType") == "Parameters" and document.get(
+        "id") == "fhir-engagement-recovery"
