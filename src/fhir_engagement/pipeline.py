@@ -247,7 +247,6 @@ class Pipeline:
         subject = reference_for(self._subject_key(event, child))
         kind = "over-engagement" if decision.situation == "over-engagement" else "engagement"
         flag_url, flag_changed = self._flag(decision, event, child, kind, subject)
-        targets = [flag_url] if flag_changed and flag_url else []
         written: list[str] = []
         for action in decision.actions:
             tid = task_id(child, event.key, action.code, decision.situation)
@@ -258,9 +257,11 @@ class Pipeline:
                                  self._barriers(event))
             self._put(tid, "Task", child, task)
             self.stats[f"task {action.code}"] += 1
-            targets.append(full_url(tid))
             written.append(tid)
-        if targets:
+        if written or flag_changed:
+            # The Flag goes with every batch that references it, so it is a target too: every
+            # write carries Provenance, even an unchanged Flag written again beside new Tasks.
+            targets = ([flag_url] if flag_url else []) + [full_url(t) for t in written]
             pid = provenance_id(child, event.key, signal, decision.rule_id)
             prov = provenance_resource(pid, targets, decision, event, self.engine.mappings.digest)
             self._put(pid, "Provenance", child, prov)

@@ -163,3 +163,17 @@ def test_outputs_are_deterministic_byte_for_byte(engine: Engine, tmp_path: Path)
         finally:
             s.close()
     assert bundles[0] == bundles[1]
+
+
+def test_every_write_carries_provenance(engine: Engine, store: SqliteStore) -> None:
+    """rules.md section 5: every Flag and Task written is the target of a Provenance that names
+    the rule and the rules version."""
+    bundle = _run([SCENARIOS], engine, store)
+    written = {e["fullUrl"] for e in bundle["entry"]
+               if e["resource"]["resourceType"] in ("Flag", "Task")}
+    provenances = [e["resource"] for e in bundle["entry"]
+                   if e["resource"]["resourceType"] == "Provenance"]
+    targets = {t["reference"] for p in provenances for t in p["target"]}
+    assert written <= targets
+    assert all(p["policy"][0].startswith("https://fhir-engagement.org/fhir/rules/2026.11-default#")
+               for p in provenances)
