@@ -209,6 +209,11 @@ def _serve(engine: Engine, settings: Settings) -> int:
     try:
         web.run_app(build_app(settings, engine, store), host=settings.host, port=settings.port,
                     print=None)
+    except OSError as exc:  # a port in use, an address not on this machine
+        print(f"fhir-engagement serve: cannot listen (HTTP {settings.host}:{settings.port}, "
+              f"MLLP {settings.mllp_host}:{settings.mllp_port}): {exc.strerror or exc}",
+              file=sys.stderr)
+        return EXIT_USAGE
     finally:
         store.close()
     return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,15 @@ def test_check_prints_the_loaded_mappings_and_rules_version(tmp_path: Path) -> N
     assert run.returncode == 0, run.stderr
     assert "rules: version 2026.11-default, 33 cells" in run.stdout
     assert "fhir/Appointment.toml" in run.stdout
+
+
+def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = _cli("serve", "--port", str(port), "--store", str(tmp_path / "s.sqlite3"),
+                   cwd=tmp_path)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert f"cannot listen (HTTP 127.0.0.1:{port}" in run.stderr
