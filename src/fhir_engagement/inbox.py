@@ -23,7 +23,7 @@ from fhir_engagement.errors import (
     StoreError,
 )
 from fhir_engagement.fhir_client import FhirClient
-from fhir_engagement.ingest.fhir import Record
+from fhir_engagement.ingest.fhir import Record, resource_path
 from fhir_engagement.ingest.fhirtime import parse_datetime
 from fhir_engagement.ingest.hl7v2 import build_ack, read_v2
 from fhir_engagement.ingest.notifications import Notice, classify
@@ -230,9 +230,9 @@ class FhirInbox:
             self.pipeline.reject(NotificationError(origin, f"{reference} is not included and no "
                                                    "FHIR server is configured to read it"), raw)
             return None
-        rtype, _, rid = reference.rstrip("/").split("/_history")[0].rpartition("/")
+        rtype, _, rid = resource_path(reference).partition("/")
         try:
-            return await self.client.read(rtype.rsplit("/", 1)[-1], rid)
+            return await self.client.read(rtype, rid)
         except DeliveryError as error:
             self.pipeline.reject(NotificationError(origin, f"cannot read {reference}: {error}"), raw)
             return None

@@ -17,7 +17,14 @@ from fhir_engagement.errors import RecordError
 from fhir_engagement.ingest.fhirtime import parse_datetime
 from fhir_engagement.model import STATUS_SYSTEMS, Event, PatientFacts, StatusFact
 
-__all__ = ["NHS_NUMBER_SYSTEM", "Reader", "Record", "nhs_number_is_valid", "reference_key"]
+__all__ = [
+    "NHS_NUMBER_SYSTEM",
+    "Reader",
+    "Record",
+    "nhs_number_is_valid",
+    "reference_key",
+    "resource_path",
+]
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 Record = Event | PatientFacts | StatusFact
@@ -71,6 +78,11 @@ def _key_of_reference_text(text: str, aliases: Mapping[str, str], owner: str) ->
                 system, _, code = value.partition("|")
                 return _identifier_key({"system": system, "value": code}) or text
         return text
+    return resource_path(text)
+
+
+def resource_path(text: str) -> str:
+    """``https://x/fhir/Appointment/1/_history/2`` (or relative) -> ``Appointment/1``."""
     parts = [p for p in text.split("/") if p]
     if "_history" in parts:
         parts = parts[: parts.index("_history")]

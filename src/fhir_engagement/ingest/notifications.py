@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from fhir_engagement.errors import NotificationError
+from fhir_engagement.ingest.fhir import resource_path
 
 __all__ = ["Notice", "classify"]
 
@@ -80,9 +81,9 @@ def _topic(doc: dict[str, Any], status: dict[str, Any]) -> Notice:
     if not subscription:
         raise NotificationError("entry[0] subscription", "a notification must name its subscription")
     numbers = tuple(n for n, _ in events if n is not None)
-    included = {_tail(e["fullUrl"]) for e in doc.get("entry", [])[1:]
+    included = {resource_path(e["fullUrl"]) for e in doc.get("entry", [])[1:]
                 if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and "resource" in e}
-    focus = tuple(f for _, f in events if f and _tail(f) not in included)
+    focus = tuple(f for _, f in events if f and resource_path(f) not in included)
     key = f"{subscription}#{max(numbers)}" if numbers else f"{subscription}#{kind}:{since}"
     return Notice(kind, key, doc, subscription, numbers, since, focus)
 
@@ -137,14 +138,6 @@ def _resource_key(doc: dict[str, Any], body: bytes) -> str:
     if doc.get("id") and version:
         return f"{doc['resourceType']}/{doc['id']}/{version}"
     return f"resource:{_hash(body)}"
-
-
-def _tail(reference: str) -> str:
-    """``https://x/fhir/Appointment/1/_history/2`` -> ``Appointment/1``."""
-    parts = [p for p in reference.split("/") if p]
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    return "/".join(parts[-2:])
 
 
 def _hash(body: bytes) -> str:
