@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from fhir_engagement.config import Settings
-from fhir_engagement.outbox import deliver_pending
+from fhir_engagement.live.outbox import deliver_pending
 from fhir_engagement.pipeline import load_engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import open_store

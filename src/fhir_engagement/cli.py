@@ -21,10 +21,12 @@ from aiohttp import web
 
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
-from fhir_engagement.deadletters import retry_dead_letter
 from fhir_engagement.errors import ConfigError, DeliveryError, ReportError, StoreError
+from fhir_engagement.fhirserver.subscribe import subscribe
+from fhir_engagement.live.app import build_app
+from fhir_engagement.live.deadletters import retry_dead_letter
+from fhir_engagement.live.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.observability import setup_logging
-from fhir_engagement.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.pipeline import Engine, Pipeline, load_engine
 from fhir_engagement.replay import ReplayResult, replay
 from fhir_engagement.reports import open_report_store
@@ -34,9 +36,7 @@ from fhir_engagement.reports.chronology import chronology_bundle, chronology_tex
 from fhir_engagement.reports.mix import mix_csv, mix_report, mix_text
 from fhir_engagement.reports.period import Period
 from fhir_engagement.reports.rates import rate_csv, rate_report, rate_text
-from fhir_engagement.server import build_app
 from fhir_engagement.store import Store, open_store
-from fhir_engagement.subscribe import subscribe
 
 __all__ = ["main"]
 

@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 
 from fhir_engagement.config import Settings
-from fhir_engagement.inbox import V2Inbox
 from fhir_engagement.ingest.mllp import END, START
+from fhir_engagement.live.app import MLLP_SERVER, PIPELINE, build_app
+from fhir_engagement.live.inbox import V2Inbox
 from fhir_engagement.pipeline import Engine, Pipeline
-from fhir_engagement.server import MLLP_SERVER, PIPELINE, build_app
 from fhir_engagement.store import SqliteStore
 from tests.conftest import MAPPINGS
 from tests.hl7v2.messages import adt, nhs_number, siu

@@ -12,9 +12,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fhir_engagement.auth import BackendServicesAuth
 from fhir_engagement.errors import AuthRequiredError
-from fhir_engagement.fhir_client import FhirClient
+from fhir_engagement.fhirserver.auth import BackendServicesAuth
+from fhir_engagement.fhirserver.client import FhirClient
 
 
 def _keys(algorithm: str) -> tuple[str, object]:

@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 
 from fhir_engagement.config import Settings
+from fhir_engagement.live.app import PIPELINE, build_app
 from fhir_engagement.pipeline import Engine
-from fhir_engagement.server import PIPELINE, build_app
 from fhir_engagement.store import SqliteStore
 from tests.conftest import MAPPINGS
 

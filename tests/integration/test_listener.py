@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 
 from fhir_engagement.config import Settings
+from fhir_engagement.fhirserver.subscribe import subscribe
+from fhir_engagement.live.app import PIPELINE, build_app
 from fhir_engagement.pipeline import Engine
-from fhir_engagement.server import PIPELINE, build_app
 from fhir_engagement.store import SqliteStore
-from fhir_engagement.subscribe import subscribe
 from tests.conftest import MAPPINGS, REALDATA
 from tests.integration.conftest import FhirServer
 

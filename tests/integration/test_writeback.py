@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 
 from fhir_engagement.decisions.ids import FLAG_SYSTEM
-from fhir_engagement.fhir_client import FhirClient
-from fhir_engagement.outbox import Outbox
+from fhir_engagement.fhirserver.client import FhirClient
+from fhir_engagement.live.outbox import Outbox
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore

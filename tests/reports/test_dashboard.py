@@ -19,9 +19,9 @@ import pytest
 from aiohttp import web
 
 from fhir_engagement.config import Settings
+from fhir_engagement.live.app import build_app
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.reports.dashboard import CONTENT_SECURITY_POLICY
-from fhir_engagement.server import build_app
 from fhir_engagement.store import SqliteStore
 from tests.conftest import MAPPINGS, ROOT
 

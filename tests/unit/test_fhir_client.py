@@ -10,7 +10,7 @@ from fhir_engagement.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from fhir_engagement.fhir_client import _answer, _retry_after, outcome_text
+from fhir_engagement.fhirserver.client import _answer, _retry_after, outcome_text
 
 OUTCOME = orjson.dumps({"resourceType": "OperationOutcome",
                         "issue": [{"severity": "error", "code": "invalid",

@@ -17,12 +17,12 @@ from typing import Any
 import aiohttp
 import orjson
 
-from fhir_engagement.auth import TokenSource
 from fhir_engagement.errors import (
     AuthRequiredError,
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
+from fhir_engagement.fhirserver.auth import TokenSource
 
 __all__ = ["FhirClient", "outcome_text"]
 

@@ -19,13 +19,13 @@ from http import HTTPStatus
 import aiohttp
 from aiohttp import web
 
-from fhir_engagement.auth import token_source
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import NotificationError, StoreError
-from fhir_engagement.fhir_client import FhirClient
-from fhir_engagement.inbox import FhirInbox, V2Inbox
+from fhir_engagement.fhirserver.auth import token_source
+from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.ingest.mllp import MllpListener, MllpSettings, start_mllp_server
-from fhir_engagement.outbox import Outbox
+from fhir_engagement.live.inbox import FhirInbox, V2Inbox
+from fhir_engagement.live.outbox import Outbox
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.reports.dashboard import dashboard_handler
 from fhir_engagement.store.base import Store

@@ -22,7 +22,7 @@ from fhir_engagement.errors import (
     NotificationError,
     StoreError,
 )
-from fhir_engagement.fhir_client import FhirClient
+from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.ingest.fhir import Record, resource_path
 from fhir_engagement.ingest.fhirtime import parse_datetime
 from fhir_engagement.ingest.hl7v2 import build_ack, read_v2

@@ -28,7 +28,6 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from fhir_engagement.auth import token_source
 from fhir_engagement.config import Settings
 from fhir_engagement.decisions.bundle import transaction
 from fhir_engagement.decisions.flag import never_lower
@@ -37,7 +36,8 @@ from fhir_engagement.errors import (
     PermanentDeliveryError,
     RetryableDeliveryError,
 )
-from fhir_engagement.fhir_client import FhirClient
+from fhir_engagement.fhirserver.auth import token_source
+from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.store.base import Store
 
 __all__ = ["DeliveryReport", "Outbox", "deliver_pending"]

@@ -16,9 +16,9 @@ from typing import Any
 
 import aiohttp
 
-from fhir_engagement.auth import token_source
 from fhir_engagement.config import Settings
-from fhir_engagement.fhir_client import FhirClient
+from fhir_engagement.fhirserver.auth import token_source
+from fhir_engagement.fhirserver.client import FhirClient
 
 __all__ = ["CRITERIA", "SubscribeReport", "subscribe"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fhir_engagement.errors import InputError
-from fhir_engagement.inbox import FhirInbox, V2Inbox
 from fhir_engagement.ingest.hl7v2 import read_v2
 from fhir_engagement.ingest.notifications import classify
 from fhir_engagement.ingest.v2parse import parse_message
+from fhir_engagement.live.inbox import FhirInbox, V2Inbox
 from fhir_engagement.pipeline import Pipeline
 
 __all__ = ["RetryResult", "retry_dead_letter"]

@@ -1,0 +1,1 @@
+"""Everything that talks to a FHIR server: the REST client, its credentials, Subscriptions."""

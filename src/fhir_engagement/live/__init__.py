@@ -1,0 +1,1 @@
+"""``fhir-engagement serve``: the long-running process (app, routes, inboxes, outbox, metrics)."""
