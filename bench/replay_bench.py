@@ -9,8 +9,9 @@ What it measures, on one synthetic, repeatable (fixed seed) Bulk-Data-style expo
   ``fulfilled``/``booked``; some Encounters are finished ``EMER`` attendances. ~1.0-1.2 KB each;
 * the floor: read every NDJSON file and ``json.loads`` every line (best of ``--floor-repeat``);
   orjson is timed too, for reference, as the replay parses with it;
-* the ingest stages on their own: ``iter_documents`` (read + orjson + Document) and then
-  ``Reader.read`` (documents -> Events/PatientFacts), without the store or the guidance;
+* the ingest stages on their own: ``iter_items`` (read + split into raw items) and then
+  ``Readers.read`` (ingest/records.py: orjson + Reader -> Events/PatientFacts), without the store
+  or the guidance;
 * replay end to end, in-process: ``load_engine(Settings(store=...))`` (timed apart), then
   ``replay([folder], engine, store)`` on a fresh SQLite file store in a temp dir. Events/s counts
   Appointment + Encounter lines; the ratio to the json.loads floor is what the issue sets at
@@ -53,7 +54,8 @@ import orjson
 
 from fhir_engagement.config import Settings
 from fhir_engagement.ingest.fhir import NHS_NUMBER_SYSTEM
-from fhir_engagement.ingest.files import Document, iter_documents
+from fhir_engagement.ingest.files import iter_items
+from fhir_engagement.ingest.records import RawItem
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import ReplayResult, replay
 from fhir_engagement.store import open_store
@@ -375,18 +377,18 @@ def floor_orjson(folder: Path) -> int:
     return count
 
 
-def _documents(folder: Path) -> Iterator[Document]:
-    for item in iter_documents([folder]):
-        if isinstance(item, Document):
+def _items(folder: Path) -> Iterator[RawItem]:
+    for item in iter_items([folder]):
+        if isinstance(item, RawItem):
             yield item
 
 
 def stage_documents(folder: Path) -> int:
-    return sum(1 for _ in _documents(folder))
+    return sum(1 for _ in _items(folder))
 
 
 def stage_reader(folder: Path, engine: Engine) -> int:
-    return sum(1 for doc in _documents(folder) for _ in engine.reader.read(doc.value, doc.origin))
+    return sum(len(engine.records.read(item).records) for item in _items(folder))
 
 
 @dataclass
@@ -542,8 +544,8 @@ def main(argv: list[str] | None = None) -> int:
             ("floor: read + json.loads", f"{json_s:8.2f}s {_rate(events, json_s)}  100.0%"),
             ("read + orjson.loads", f"{orjson_s:8.2f}s {_rate(events, orjson_s)}  "
                                     f"{json_s / orjson_s:6.1%}"),
-            ("iter_documents", f"{docs_s:8.2f}s {_rate(events, docs_s)}  {json_s / docs_s:6.1%}"),
-            ("iter_documents + Reader", f"{reader_s:8.2f}s {_rate(events, reader_s)}  "
+            ("iter_items", f"{docs_s:8.2f}s {_rate(events, docs_s)}  {json_s / docs_s:6.1%}"),
+            ("iter_items + Readers.read", f"{reader_s:8.2f}s {_rate(events, reader_s)}  "
                                         f"{json_s / reader_s:6.1%}"),
             ("replay (end to end)", f"{run.seconds:8.2f}s {_rate(events, run.seconds)}  "
                                     f"{ratio:6.1%}   target >= {TARGET:.0%}: "

@@ -18,6 +18,7 @@ from fhir_engagement.errors import (
     RetryableDeliveryError,
     RulesError,
     StoreError,
+    UnreadableError,
 )
 
 __version__ = "0.1.0"
@@ -38,5 +39,6 @@ __all__ = [
     "RetryableDeliveryError",
     "RulesError",
     "StoreError",
+    "UnreadableError",
     "__version__",
 ]

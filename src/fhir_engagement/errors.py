@@ -8,7 +8,8 @@
     │   ├── RecordError        one FHIR record cannot be read (names file, position and JSON path)
     │   ├── MessageError       one HL7 v2 message cannot be parsed or mapped (names segment/field)
     │   ├── FramingError       an MLLP block is malformed or too large
-    │   └── NotificationError  a pushed FHIR body cannot be used (-> 400 OperationOutcome)
+    │   ├── NotificationError  a pushed FHIR body cannot be used (-> 400 OperationOutcome)
+    │   └── UnreadableError    a reader failed on one item in a way nobody foresaw (kept, not a crash)
     ├── StoreError             the durable store cannot be used
     ├── DeliveryError               writing to the FHIR server failed
     │   ├── RetryableDeliveryError  timeouts, connection errors, 408/429/5xx: try again (retry_after)
@@ -39,6 +40,7 @@ __all__ = [
     "RetryableDeliveryError",
     "RulesError",
     "StoreError",
+    "UnreadableError",
 ]
 
 
@@ -85,6 +87,10 @@ class FramingError(InputError):
 
 class NotificationError(InputError):
     """A FHIR notification or pushed resource cannot be used; answered 400 with an OperationOutcome."""
+
+
+class UnreadableError(InputError):
+    """A reader failed on one item unexpectedly; the item is kept and the rest go on."""
 
 
 class DeliveryError(EngagementError):

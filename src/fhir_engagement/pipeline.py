@@ -35,6 +35,7 @@ from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
 from fhir_engagement.ingest.fhir import Reader, Record
 from fhir_engagement.ingest.fhirtime import latest_date
+from fhir_engagement.ingest.records import Readers
 from fhir_engagement.ingest.v2map import V2Mappings, load_v2_mappings
 from fhir_engagement.ingest.validate import validate_input
 from fhir_engagement.model import (
@@ -61,13 +62,20 @@ _RETRACTABLE = frozenset({"not-brought", "no-access-visit", "family-cancelled",
 
 @dataclass(frozen=True, slots=True)
 class Engine:
-    """Everything loaded and checked at start-up: mappings, rules, CodeSystems, the reader."""
+    """Everything loaded and checked at start-up: mappings, rules, CodeSystems, the readers."""
 
     mappings: Mappings
     rules: Rules
     systems: CodeSystems
-    reader: Reader
-    v2: V2Mappings
+    records: Readers
+
+    @property
+    def reader(self) -> Reader:
+        return self.records.fhir
+
+    @property
+    def v2(self) -> V2Mappings:
+        return self.records.v2
 
 
 def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
@@ -78,7 +86,7 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     status_codes = frozenset().union(*(s.codes | s.ended_by for s in mappings.statuses))
     reader = Reader(mappings.extensions, status_codes, settings.source)
     v2 = load_v2_mappings(settings.mappings_dir / "hl7v2")
-    return Engine(mappings, rules, systems, reader, v2)
+    return Engine(mappings, rules, systems, Readers(reader, v2))
 
 
 class Pipeline:

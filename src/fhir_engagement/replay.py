@@ -19,11 +19,9 @@ from typing import Any
 import orjson
 
 from fhir_engagement.decisions.bundle import transaction
-from fhir_engagement.errors import InputError, MessageError
-from fhir_engagement.ingest.fhir import Record
-from fhir_engagement.ingest.files import Document, Skipped, V2Document, iter_documents
-from fhir_engagement.ingest.hl7v2 import read_v2
-from fhir_engagement.ingest.v2parse import parse_message
+from fhir_engagement.errors import InputError
+from fhir_engagement.ingest.files import Skipped, iter_items
+from fhir_engagement.ingest.records import Kind, Read
 from fhir_engagement.model import Event
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import Store
@@ -84,54 +82,27 @@ def _read(
     paths: list[Path], engine: Engine, pipeline: Pipeline, rejected: list[InputError]
 ) -> list[Event]:
     events: list[Event] = []
-    for item in iter_documents(paths):
+    for item in iter_items(paths):
         if isinstance(item, Skipped):
             pipeline.stats["files skipped"] += 1
         elif isinstance(item, InputError):
             rejected.append(item)
             pipeline.reject(item, item.raw)
-        elif isinstance(item, V2Document):
-            pipeline.stats["v2 messages"] += 1
-            events.extend(_v2_records(item, engine, pipeline, rejected))
         else:
-            pipeline.stats["documents"] += 1
-            events.extend(_records(item, engine, pipeline, rejected))
+            pipeline.stats["v2 messages" if item.kind is Kind.V2 else "documents"] += 1
+            events.extend(_events(engine.records.read(item), pipeline, rejected))
     return events
 
 
-def _v2_records(
-    doc: V2Document, engine: Engine, pipeline: Pipeline, rejected: list[InputError]
-) -> list[Event]:
-    try:
-        message = parse_message(doc.raw)
-        records = read_v2(message, engine.v2, doc.origin)
-    except MessageError as error:
-        located = MessageError(f"{doc.origin} ({error.where})", error.reason, doc.raw)
-        rejected.append(located)
-        pipeline.reject(located, doc.raw)
-        return []
-    if not records:
+def _events(read: Read, pipeline: Pipeline, rejected: list[InputError]) -> list[Event]:
+    """Keep rejections and context now; return the events, to be sorted into event-time order."""
+    for error in read.rejected:
+        rejected.append(error)
+        pipeline.reject(error, error.raw)
+    if read.message is not None and not read.records and not read.rejected:
         pipeline.stats["v2 messages ignored"] += 1
-    return _split_context(records, pipeline)
-
-
-def _records(
-    doc: Document, engine: Engine, pipeline: Pipeline, rejected: list[InputError]
-) -> list[Event]:
-    records = []
-    for record in engine.reader.read(doc.value, doc.origin):
-        if isinstance(record, InputError):
-            rejected.append(record)
-            pipeline.reject(record, doc.raw)
-        else:
-            records.append(record)
-    return _split_context(records, pipeline)
-
-
-def _split_context(records: list[Record], pipeline: Pipeline) -> list[Event]:
-    """Keep context now; return the events, to be sorted into event-time order."""
     events = []
-    for record in records:
+    for record in read.records:
         if isinstance(record, Event):
             events.append(record)
         else:

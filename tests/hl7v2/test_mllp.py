@@ -13,7 +13,7 @@ from aiohttp import web
 from fhir_engagement.config import Settings
 from fhir_engagement.ingest.mllp import END, START
 from fhir_engagement.live.app import MLLP_SERVER, PIPELINE, build_app
-from fhir_engagement.live.inbox import V2Inbox
+from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store import SqliteStore
 from tests.conftest import MAPPINGS

@@ -1,9 +1,10 @@
-"""Files and folders -> documents (parsed JSON, or raw HL7 v2 messages), each with its origin.
+"""Files and folders -> raw items (``ingest/records.py`` reads them), each with its file and position.
 
 Recognises ``.json`` (one resource or Bundle), ``.ndjson``/``.jsonl`` (Bulk Data export: one
 resource a line), ``.hl7``/``.txt`` (HL7 v2: one or many messages, batch wrappers allowed) and any
 of them gzipped. A folder is walked recursively in name order, so a
 replay is repeatable; files of other kinds in a folder are counted as skipped, never read.
+Nothing is parsed here: a file that cannot be read at all comes out as a RecordError.
 """
 
 from __future__ import annotations
@@ -12,36 +13,17 @@ import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from fhir_engagement.errors import RecordError
+from fhir_engagement.ingest.records import Kind, RawItem
 from fhir_engagement.ingest.v2parse import split_messages
 
-__all__ = ["Document", "Skipped", "V2Document", "iter_documents"]
+__all__ = ["Skipped", "iter_items"]
 
 _BOM = b"\xef\xbb\xbf"
 _JSON = (".json",)
 _NDJSON = (".ndjson", ".jsonl")
 _V2 = (".hl7", ".txt")
-
-
-@dataclass(frozen=True, slots=True)
-class Document:
-    """One parsed JSON value and where it came from (``file`` or ``file:line``)."""
-
-    value: Any
-    origin: str
-    raw: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class V2Document:
-    """One HL7 v2 message's bytes and where it came from (``file message n``)."""
-
-    raw: bytes
-    origin: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +33,8 @@ class Skipped:
     path: str
 
 
-def iter_documents(paths: list[Path]) -> Iterator[Document | V2Document | RecordError | Skipped]:
-    """Every document under ``paths``; unreadable ones come out as RecordError, not exceptions."""
+def iter_items(paths: list[Path]) -> Iterator[RawItem | RecordError | Skipped]:
+    """Every raw item under ``paths``; unreadable files come out as RecordError, not exceptions."""
     for path in paths:
         if path.is_dir():
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -63,7 +45,7 @@ def iter_documents(paths: list[Path]) -> Iterator[Document | V2Document | Record
             yield RecordError(str(path), "no such file or folder")
 
 
-def _file(path: Path, named: bool) -> Iterator[Document | V2Document | RecordError | Skipped]:
+def _file(path: Path, named: bool) -> Iterator[RawItem | RecordError | Skipped]:
     name = path.name.lower().removesuffix(".gz")
     if not name.endswith(_JSON + _NDJSON + _V2):
         if named:
@@ -83,28 +65,18 @@ def _file(path: Path, named: bool) -> Iterator[Document | V2Document | RecordErr
         yield Skipped(str(path))  # a folder's README or licence, not a feed
     elif name.endswith(_V2):
         for number, message in enumerate(split_messages(data), start=1):
-            yield V2Document(message, f"{path} message {number}")
+            yield RawItem(Kind.V2, message, f"{path} message {number}")
     elif name.endswith(_NDJSON):
         yield from _lines(data, str(path))
     else:
-        yield _parse(data.removeprefix(_BOM), str(path))
+        yield RawItem(Kind.FHIR, data, str(path))
 
 
 def _looks_v2(data: bytes) -> bool:
     return data.removeprefix(_BOM).lstrip()[:3] in (b"MSH", b"BHS", b"FHS")
 
 
-def _lines(data: bytes, origin: str) -> Iterator[Document | RecordError]:
+def _lines(data: bytes, origin: str) -> Iterator[RawItem]:
     for number, line in enumerate(data.removeprefix(_BOM).split(b"\n"), start=1):
         if line.strip():
-            yield _parse(line, origin, number)
-
-
-def _parse(data: bytes, origin: str, line: int | None = None) -> Document | RecordError:
-    where = origin if line is None else f"{origin}:{line}"
-    try:
-        return Document(orjson.loads(data), where, data)
-    except orjson.JSONDecodeError as exc:
-        # A whole file gets line:column; an NDJSON record is already one line.
-        at = f"{origin}:{exc.lineno}:{exc.colno}" if line is None else where
-        return RecordError(at, f"not valid JSON: {exc.msg}", data)
+            yield RawItem(Kind.FHIR, line, origin, number)

@@ -3,18 +3,18 @@
 Nothing the adapter could not use is lost: it sits in the store with where it came from and why.
 Retrying sends it back through the path it came by (a v2 message through the v2 inbox, a FHIR
 push through the FHIR inbox, a refused delivery back to the outbox, a replayed record through the
-reader), and forgets it only when that path takes it.
+reader), and forgets it only when that path takes it. Every path reads through ingest/records.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fhir_engagement.errors import InputError
-from fhir_engagement.ingest.hl7v2 import read_v2
+from fhir_engagement.errors import InputError, NotificationError
 from fhir_engagement.ingest.notifications import classify
-from fhir_engagement.ingest.v2parse import parse_message
-from fhir_engagement.live.inbox import FhirInbox, V2Inbox
+from fhir_engagement.ingest.records import Kind, RawItem
+from fhir_engagement.live.fhir_inbox import FhirInbox
+from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.pipeline import Pipeline
 
 __all__ = ["RetryResult", "retry_dead_letter"]
@@ -49,14 +49,11 @@ async def _retry(pipeline: Pipeline, origin: str, raw: bytes) -> RetryResult:
         return RetryResult(taken, "queued for the FHIR server again" if taken else
                            "that delivery is not dead any more")
     # Check first, so that a letter still refused is not kept a second time.
-    try:
-        if raw.lstrip().startswith(b"MSH") or origin.startswith("mllp"):
-            read_v2(parse_message(raw), pipeline.engine.v2, origin)
-        else:
-            _readable(pipeline, classify(raw).document, origin)
-    except InputError as error:
-        return RetryResult(False, f"still refused: {error.reason}")
-    if raw.lstrip().startswith(b"MSH") or origin.startswith("mllp"):
+    v2 = raw.lstrip().startswith(b"MSH") or origin.startswith("mllp")
+    refused = _v2_refusal(pipeline, raw, origin) if v2 else _fhir_refusal(pipeline, raw, origin)
+    if refused is not None:
+        return RetryResult(False, f"still refused: {refused.reason}")
+    if v2:
         inbox = V2Inbox(pipeline)
         ack, _ = inbox.accept(raw, f"retry of {origin}")
         inbox.drain()
@@ -67,10 +64,17 @@ async def _retry(pipeline: Pipeline, origin: str, raw: bytes) -> RetryResult:
     return RetryResult(True, f"taken as {notice.kind}")
 
 
-def _readable(pipeline: Pipeline, document: dict[str, object] | None, origin: str) -> None:
-    """Raise the first error the reader finds: retrying must not keep a letter twice."""
+def _v2_refusal(pipeline: Pipeline, raw: bytes, origin: str) -> InputError | None:
+    read = pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
+    return read.rejected[0] if read.rejected else None
+
+
+def _fhir_refusal(pipeline: Pipeline, raw: bytes, origin: str) -> InputError | None:
+    try:
+        document = classify(raw).document
+    except NotificationError as error:
+        return error
     if document is None:
-        return
-    for record in pipeline.engine.reader.read(document, origin):
-        if isinstance(record, InputError):
-            raise record
+        return None
+    read = pipeline.engine.records.read_document(document, origin, raw)
+    return read.rejected[0] if read.rejected else None

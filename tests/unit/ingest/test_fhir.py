@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from fhir_engagement.errors import RecordError
 from fhir_engagement.ingest.fhir import NHS_NUMBER_SYSTEM, Reader, nhs_number_is_valid, reference_key
-from fhir_engagement.ingest.files import Document, Skipped, iter_documents
 from fhir_engagement.model import Event, PatientFacts
 
 ALIASES = {"urn:uuid:8c5e4a1e-0000-4000-8000-000000000001": "Patient/p9"}
@@ -112,57 +109,3 @@ def test_not_a_json_object_is_an_error() -> None:
     (error,) = Reader({}, frozenset()).read([1, 2], "list.json")
     assert isinstance(error, RecordError)
     assert "a list" in error.reason
-
-
-def _documents(paths: list[Path]) -> list[Document | RecordError | Skipped]:
-    return list(iter_documents(paths))
-
-
-def test_a_utf8_bom_is_skipped(tmp_path: Path) -> None:
-    path = tmp_path / "with-bom.json"
-    path.write_bytes(b"\xef\xbb\xbf" + orjson.dumps(_appointment("a1", "noshow")))
-    (doc,) = _documents([path])
-    assert isinstance(doc, Document)
-    assert doc.value["id"] == "a1"
-    assert doc.origin == str(path)
-
-
-def test_a_utf8_bom_on_ndjson_is_skipped_and_lines_are_numbered(tmp_path: Path) -> None:
-    path = tmp_path / "export.ndjson"
-    lines = [orjson.dumps(_appointment(f"a{i}", "noshow")) for i in (1, 2)]
-    path.write_bytes(b"\xef\xbb\xbf" + lines[0] + b"\n\n" + lines[1] + b"\n")
-    docs = _documents([path])
-    assert [(d.origin, d.value["id"]) for d in docs] == [  # type: ignore[union-attr]
-        (f"{path}:1", "a1"), (f"{path}:3", "a2")]
-
-
-def test_invalid_json_is_an_error_naming_file_line_and_column(tmp_path: Path) -> None:
-    path = tmp_path / "broken.json"
-    path.write_bytes(b'{\n  "resourceType": "Appointment",\n  "id": \n}\n')
-    (error,) = _documents([path])
-    assert isinstance(error, RecordError)
-    assert error.where == f"{path}:4:1"
-    assert "not valid JSON" in error.reason
-
-
-def test_a_bad_ndjson_line_names_its_line_and_the_rest_are_read(tmp_path: Path) -> None:
-    path = tmp_path / "export.ndjson"
-    path.write_bytes(b'{"resourceType": "Patient", "id": "p1"}\n{"resourceType": \n'
-                     b'{"resourceType": "Patient", "id": "p2"}\n')
-    docs = _documents([path])
-    assert [type(d) for d in docs] == [Document, RecordError, Document]
-    assert docs[1].where == f"{path}:2"  # type: ignore[union-attr]
-
-
-def test_a_folder_skips_other_files_and_a_named_file_of_another_kind_is_an_error(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "notes.md").write_text("not FHIR", encoding="utf-8")
-    (tmp_path / "a.json").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p1"}))
-    folder = _documents([tmp_path])
-    assert [type(d) for d in folder] == [Document, Skipped]
-    (named,) = _documents([tmp_path / "notes.md"])
-    assert isinstance(named, RecordError)
-    (missing,) = _documents([tmp_path / "nope.json"])
-    assert isinstance(missing, RecordError)
-    assert missing.reason == "no such file or folder"

@@ -1,0 +1,137 @@
+"""FHIR pushes (rest-hook, topic notifications, plain resources): kept before the 2xx, then drained.
+
+``accept`` answers the HTTP request: the body is committed to the inbox first (the 2xx means
+"kept"). ``drain`` is asynchronous because id-only and empty notifications name resources the
+adapter must read from the FHIR server; what it reads goes through ingest/records.py like any input.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from fhir_engagement.errors import DeliveryError, NotificationError
+from fhir_engagement.fhirserver.client import FhirClient
+from fhir_engagement.ingest.fhir import Record, resource_path
+from fhir_engagement.ingest.notifications import Notice, classify
+from fhir_engagement.live import recovery
+from fhir_engagement.live.first_sight import FirstSight
+from fhir_engagement.live.recovery import Recovery
+from fhir_engagement.pipeline import Pipeline
+
+__all__ = ["FhirInbox"]
+
+_LOG = logging.getLogger(__name__)
+CHANNEL = "fhir"
+
+
+class FhirInbox:
+    """Accepts pushed FHIR bodies for one pipeline and drains them, fetching what they point at."""
+
+    def __init__(self, pipeline: Pipeline, client: FhirClient | None) -> None:
+        self.pipeline, self.client = pipeline, client
+        self.store, self.stats = pipeline.store, pipeline.stats
+        self.recovery = Recovery(pipeline, client)
+        self.first_sight = FirstSight(pipeline, client) if client is not None else None
+
+    def accept(self, body: bytes, origin: str, path_type: str | None = None,
+               path_id: str | None = None) -> Notice:
+        """Classify and keep one push; NotificationError (400) and StoreError (503) go up."""
+        try:
+            notice = classify(body, path_type, path_id)
+        except NotificationError as error:
+            self.store.dead_letter(f"{origin} ({error.where})", error.reason, body)
+            self.store.commit()
+            self.stats["rejected"] += 1
+            _LOG.warning("refused a push to %s: %s", origin.split(" ", 1)[-1], type(error).__name__)
+            raise
+        if notice.subscription:
+            self.recovery.track(notice)
+        if notice.kind not in ("handshake", "heartbeat"):
+            fresh = self.store.inbox_put(CHANNEL, notice.subscription or "push", notice.dedupe,
+                                         origin, body)
+            self.stats["received" if fresh else "duplicates"] += 1
+        self.store.commit()
+        return notice
+
+    async def drain(self, limit: int = 200) -> int:
+        """Process up to ``limit`` kept items (recoveries first, then pushes); returns how many."""
+        done = 0
+        for channel in (recovery.CHANNEL, CHANNEL):
+            rows = self.store.inbox_pending(limit, channel)
+            for _, origin, raw in rows:
+                documents = await self._documents(channel, raw, origin)
+                records = self._read(documents, origin, raw)
+                if self.first_sight is not None:
+                    await self.first_sight.read(records)
+                self.pipeline.apply(records, raw)
+            if rows:
+                self.store.inbox_done([row[0] for row in rows])
+                self.store.commit()
+                done += len(rows)
+        if done:
+            _LOG.info("processed %d pushes; %d events so far", done, self.stats["events"])
+        return done
+
+    async def _documents(self, channel: str, raw: bytes, origin: str) -> list[dict[str, Any]]:
+        """The FHIR documents one kept item stands for: included, fetched, or searched for."""
+        if channel == recovery.CHANNEL:
+            found = await self.recovery.recover(raw, origin)
+            return found + await self._fetch_all(_focus_of(found), origin, raw)
+        notice = classify(raw)  # it was classified once already: cannot fail now
+        documents = [notice.document] if notice.document else []
+        documents += await self._fetch_all(notice.focus, origin, raw)
+        if notice.kind == "poll" or _empty_event(notice):
+            documents += await self.recovery.poll(origin, raw)
+        return documents
+
+    def _read(self, documents: list[dict[str, Any]], origin: str, raw: bytes) -> list[Record]:
+        records: list[Record] = []
+        for document in documents:
+            read = self.pipeline.engine.records.read_document(document, origin, raw)
+            for error in read.rejected:
+                self.pipeline.reject(error, raw)
+            records += read.records
+        return records
+
+    async def _fetch_all(self, references: tuple[str, ...], origin: str,
+                         raw: bytes) -> list[dict[str, Any]]:
+        out = []
+        for reference in references:
+            found = await self._fetch(reference, origin, raw)
+            if found is not None:
+                out.append(found)
+        return out
+
+    async def _fetch(self, reference: str, origin: str, raw: bytes) -> dict[str, Any] | None:
+        if self.client is None:
+            self.pipeline.reject(NotificationError(origin, f"{reference} is not included and no "
+                                                   "FHIR server is configured to read it"), raw)
+            return None
+        rtype, _, rid = resource_path(reference).partition("/")
+        try:
+            return await self.client.read(rtype, rid)
+        except DeliveryError as error:
+            self.pipeline.reject(NotificationError(origin, f"cannot read {reference}: {error}"), raw)
+            return None
+
+
+def _focus_of(documents: list[dict[str, Any]]) -> tuple[str, ...]:
+    """What an id-only ``$events`` answer names, to be read from the server."""
+    focus: list[str] = []
+    for document in documents:
+        try:
+            focus += classify(orjson.dumps(document)).focus
+        except NotificationError:
+            continue  # not a notification Bundle: its entries are read as they are
+    return tuple(focus)
+
+
+def _empty_event(notice: Notice) -> bool:
+    """An event notification with ``empty`` content: no focus given, nothing included."""
+    if notice.kind != "event-notification" or notice.focus or notice.document is None:
+        return False
+    entries = notice.document.get("entry", [])
+    return not any(isinstance(e, dict) and "resource" in e for e in entries[1:])

@@ -1,0 +1,25 @@
+"""The serve app's typed state (``web.AppKey``s), shared by the factory, routes and workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from fhir_engagement.config import Settings
+from fhir_engagement.fhirserver.client import FhirClient
+from fhir_engagement.ingest.mllp import MllpListener
+from fhir_engagement.live.fhir_inbox import FhirInbox
+from fhir_engagement.pipeline import Engine, Pipeline
+from fhir_engagement.store.base import Store
+
+__all__ = ["CLIENT", "ENGINE", "FHIR_INBOX", "MLLP_SERVER", "PIPELINE", "SETTINGS", "STORE", "WAKE"]
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", Engine)
+STORE = web.AppKey("store", Store)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+MLLP_SERVER = web.AppKey("mllp_server", MllpListener)
+FHIR_INBOX = web.AppKey("fhir_inbox", FhirInbox)
+CLIENT = web.AppKey("client", FhirClient)
+WAKE = web.AppKey("wake", asyncio.Event)  # set when a push is kept: the FHIR inbox worker runs

@@ -1,0 +1,63 @@
+"""The one place a failed HTTP request becomes an answer, and the notify credential check.
+
+400 bad input, 401 no credential, 413 too large, 503 the store cannot keep it (with Retry-After),
+each as a FHIR OperationOutcome.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from aiohttp import web
+
+from fhir_engagement.errors import NotificationError, StoreError
+from fhir_engagement.live.keys import SETTINGS
+
+__all__ = ["check_credential", "errors", "outcome"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def check_credential(request: web.Request) -> None:
+    """A bearer token or shared-secret header, compared in constant time."""
+    secret = request.app[SETTINGS].notify_token
+    if not secret:
+        return
+    given = request.headers.get("X-Engagement-Secret") or request.headers.get(
+        "Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        raise web.HTTPUnauthorized(reason="a valid bearer token or X-Engagement-Secret is needed")
+
+
+def outcome(status: int, code: str, text: str, where: str = "",
+            severity: str = "error") -> web.Response:
+    """An OperationOutcome response with one issue."""
+    issue: dict[str, object] = {"severity": severity, "code": code, "diagnostics": text}
+    if where:
+        issue["expression"] = [where]
+    return web.json_response({"resourceType": "OperationOutcome", "issue": [issue]},
+                             status=status, content_type="application/fhir+json")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place a failed request becomes an answer."""
+    try:
+        return await handler(request)
+    except NotificationError as error:
+        return outcome(HTTPStatus.BAD_REQUEST, "invalid", error.reason, error.where)
+    except StoreError:
+        response = outcome(HTTPStatus.SERVICE_UNAVAILABLE, "transient",
+                           "the adapter cannot keep input now: send again")
+        response.headers["Retry-After"] = "5"
+        return response
+    except web.HTTPException as error:
+        if error.status < HTTPStatus.BAD_REQUEST:
+            raise
+        code = {HTTPStatus.UNAUTHORIZED: "login", HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
+                HTTPStatus.NOT_FOUND: "not-found"}.get(HTTPStatus(error.status), "invalid")
+        text = (error.text or "").removeprefix(f"{error.status}: ")
+        default = HTTPStatus(error.status).phrase
+        return outcome(error.status, code, error.reason if text == default else text)

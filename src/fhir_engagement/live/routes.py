@@ -1,0 +1,68 @@
+"""The serve app's HTTP routes: /notify (pushes), /healthz, /readyz, /metrics, /dashboard."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from aiohttp import web
+
+from fhir_engagement.errors import DeliveryError, StoreError
+from fhir_engagement.live.keys import CLIENT, ENGINE, FHIR_INBOX, PIPELINE, STORE, WAKE
+from fhir_engagement.live.metrics import metrics
+from fhir_engagement.live.middleware import check_credential, outcome
+from fhir_engagement.reports.dashboard import dashboard_handler
+
+__all__ = ["add_routes"]
+
+
+def add_routes(app: web.Application) -> None:
+    """Every route of the serve app."""
+    engine = app[ENGINE]
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/notify", notify)
+    app.router.add_put("/notify/{type}/{id}", notify)
+    app.router.add_delete("/notify/{type}/{id}", deleted)
+    app.router.add_get("/dashboard", dashboard_handler(app[STORE], engine.rules.timezone,
+                                                         engine.systems))
+
+
+async def healthz(_: web.Request) -> web.Response:
+    """Alive: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the store answers, and the FHIR server does when one is configured."""
+    problems = []
+    try:
+        request.app[STORE].inbox_depth()
+    except StoreError as error:
+        problems.append(f"store: {error}")
+    client = request.app.get(CLIENT)
+    if client is not None:
+        try:
+            await client.metadata()
+        except DeliveryError as error:
+            problems.append(f"FHIR server: {error}")
+    status = HTTPStatus.SERVICE_UNAVAILABLE if problems else HTTPStatus.OK
+    return web.json_response({"ready": not problems, "problems": problems}, status=status)
+
+
+async def notify(request: web.Request) -> web.Response:
+    """A push: checked, kept, then 200. Processing happens after, in the FHIR inbox worker."""
+    check_credential(request)
+    body = await request.read()
+    notice = request.app[FHIR_INBOX].accept(body, f"http {request.method} {request.path}",
+                                            request.match_info.get("type"),
+                                            request.match_info.get("id"))
+    request.app[WAKE].set()
+    return outcome(HTTPStatus.OK, "informational", f"kept: {notice.kind}", severity="information")
+
+
+async def deleted(request: web.Request) -> web.Response:
+    """A deletion: the adapter never deletes its own outputs; it is counted, nothing more."""
+    check_credential(request)
+    request.app[PIPELINE].stats["deletions seen"] += 1
+    return web.Response(status=HTTPStatus.NO_CONTENT)

@@ -1,0 +1,79 @@
+"""HL7 v2 messages from MLLP: kept durably before the AA, then drained through the pipeline.
+
+The one visible rule of the v2 path lives here: an AA is sent only after the raw message is
+committed. The MLLP server (ingest/mllp.py) only frames; this module decides the answer.
+"""
+
+from __future__ import annotations
+
+from fhir_engagement.errors import InputError, MessageError, StoreError
+from fhir_engagement.ingest.hl7v2 import build_ack
+from fhir_engagement.ingest.records import Kind, RawItem
+from fhir_engagement.ingest.v2parse import V2Message, parse_message
+from fhir_engagement.pipeline import Pipeline
+
+__all__ = ["V2Inbox"]
+
+UNAVAILABLE = "the adapter cannot store messages now: send again"
+
+
+class V2Inbox:
+    """Accepts v2 messages for one pipeline and drains them through it."""
+
+    def __init__(self, pipeline: Pipeline, channel: str = "mllp") -> None:
+        self.pipeline, self.channel = pipeline, channel
+        self.store, self.stats = pipeline.store, pipeline.stats
+
+    def accept(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
+        """Keep one message durably, then answer it: (ACK, whether it is new).
+
+        AA only after the message is committed to the inbox; AE (the message kept in the
+        dead-letter store with the reason) when it cannot be parsed or mapped; AR when the store
+        cannot keep it, so that the sender keeps it and sends it again. A message already
+        received (same sender and MSH-10) is acknowledged again and not processed twice.
+        """
+        read = self.pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
+        if read.rejected or read.message is None:  # map now: unmappable is AE, not AA
+            return self._refuse(read.message, raw, read.rejected[0], read.location), False
+        message = read.message
+        try:
+            fresh = self.store.inbox_put(self.channel, message.sender, message.control_id, origin,
+                                         raw)
+            self.store.commit()
+        except StoreError:
+            return build_ack(message, "AR", UNAVAILABLE), False
+        self.stats["received" if fresh else "duplicates"] += 1
+        return build_ack(message, "AA"), fresh
+
+    def refuse_oversize(self, head: bytes, limit: int) -> bytes:
+        """A frame over the size limit: AE, with its head kept, so the sender knows to split it."""
+        try:
+            message = parse_message(head.split(b"\r", 1)[0] + b"\r")
+        except MessageError:
+            message = None
+        error = MessageError(f"{self.channel} (MLLP frame)", f"larger than the {limit:,}-byte limit")
+        return self._refuse(message, head, error, "MLLP frame")
+
+    def drain(self, limit: int = 500) -> int:
+        """Process up to ``limit`` stored messages in arrival order; returns how many."""
+        rows = self.store.inbox_pending(limit, self.channel)
+        for _, origin, raw in rows:
+            read = self.pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
+            for error in read.rejected:
+                self.pipeline.reject(error, raw)
+            self.pipeline.apply(read.records, raw)
+        if rows:
+            self.store.inbox_done([row[0] for row in rows])
+            self.store.commit()
+        return len(rows)
+
+    def _refuse(
+        self, message: V2Message | None, raw: bytes, error: InputError, location: str
+    ) -> bytes:
+        try:
+            self.store.dead_letter(error.where, error.reason, raw)
+            self.store.commit()
+        except StoreError:
+            return build_ack(message, "AR", UNAVAILABLE)
+        self.stats["rejected"] += 1
+        return build_ack(message, "AE", error.reason, location)
