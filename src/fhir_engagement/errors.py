@@ -9,7 +9,7 @@
     │   ├── MessageError       one HL7 v2 message cannot be parsed or mapped (names segment/field)
     │   ├── FramingError       an MLLP block is malformed or too large
     │   ├── NotificationError  a pushed FHIR body cannot be used (-> 400 OperationOutcome)
-    │   └── UnreadableError    a reader failed on one item in a way nobody foresaw (kept, not a crash)
+    │   └── UnreadableError    one item could not be read or processed for a reason nobody foresaw
     ├── StoreError             the durable store cannot be used
     ├── DeliveryError               writing to the FHIR server failed
     │   ├── RetryableDeliveryError  timeouts, connection errors, 408/429/5xx: try again (retry_after)
@@ -90,7 +90,8 @@ class NotificationError(InputError):
 
 
 class UnreadableError(InputError):
-    """A reader failed on one item unexpectedly; the item is kept and the rest go on."""
+    """One item could not be read or processed for a reason nobody foresaw (a bug, or input no
+    reader expected); it is kept in the dead-letter store and the items after it go on."""
 
 
 class DeliveryError(EngagementError):

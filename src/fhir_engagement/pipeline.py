@@ -7,6 +7,7 @@ event-time order (replay sorts them) so that the same events always give the sam
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -29,7 +30,7 @@ from fhir_engagement.decisions.ids import (
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
 from fhir_engagement.decisions.validate import InvalidOutputError, OutputValidator
-from fhir_engagement.errors import InputError, RecordError
+from fhir_engagement.errors import InputError, RecordError, StoreError, UnreadableError
 from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
 from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
@@ -52,6 +53,8 @@ from fhir_engagement.signals.mappings import Mappings, load_mappings
 from fhir_engagement.store.base import OutputRow, SignalRow, Store
 
 __all__ = ["Engine", "Pipeline", "load_engine"]
+
+_LOG = logging.getLogger(__name__)
 
 # Signals that only feed patterns and chronology; every other one is acted on, so validated.
 _PASSIVE = frozenset({"attended"})
@@ -117,13 +120,31 @@ class Pipeline:
     def apply(self, records: list[Record], raw: bytes) -> None:
         """Context first-come, events through ``process``; what cannot be used is dead-lettered."""
         for record in records:
-            if not isinstance(record, Event):
+            if isinstance(record, Event):
+                self.process_guarded(record, raw)
+            else:
                 self.accept_context(record)
-                continue
-            try:
-                self.process(record)
-            except RecordError as error:
-                self.reject(error, raw)
+
+    def process_guarded(self, event: Event, raw: bytes) -> InputError | None:
+        """``process`` at a boundary: a bad event becomes a dead letter, never a stopped worker.
+
+        Returns the rejection, if any. A StoreError goes up: the store, not the event, is at
+        fault, and the caller must not mark the input done.
+        """
+        try:
+            self.process(event)
+        except InputError as error:
+            self.reject(error, raw)
+            return error
+        except StoreError:
+            raise
+        except Exception as exc:  # the one place an unforeseen failure on one event is contained
+            _LOG.error("the guidance could not be applied to one event: %s", type(exc).__name__)
+            error = UnreadableError(event.origin, f"could not be processed ({type(exc).__name__}); "
+                                    "kept for a person to look at", raw)
+            self.reject(error, raw)
+            return error
+        return None
 
     def remember(self, event: Event, asked: frozenset[str] = frozenset()) -> None:
         """Add an earlier event to the child's history without deciding anything about it.
