@@ -22,7 +22,7 @@ from fhir_engagement.reports.labels import PATTERNS, display
 from fhir_engagement.reports.mix import MixReport, mix_report
 from fhir_engagement.reports.period import Period
 from fhir_engagement.reports.rates import RateReport, rate_report
-from fhir_engagement.store.base import Store
+from fhir_engagement.store.base import ReportQueries
 
 __all__ = ["CONTENT_SECURITY_POLICY", "dashboard_handler", "dashboard_html"]
 
@@ -41,7 +41,7 @@ figure { margin: 0; }
 
 
 def dashboard_html(
-    store: Store, tz: ZoneInfo, systems: CodeSystems, period: Period | None = None,
+    store: ReportQueries, tz: ZoneInfo, systems: CodeSystems, period: Period | None = None,
     now: datetime | None = None,
 ) -> str:
     """The whole page, from the store as it is now."""
@@ -100,7 +100,7 @@ def _mix_table(report: MixReport, systems: CodeSystems) -> str:
     return _table(["", *quarters], rows)
 
 
-def dashboard_handler(store: Store, timezone: str, systems: CodeSystems) -> Handler:
+def dashboard_handler(store: ReportQueries, timezone: str, systems: CodeSystems) -> Handler:
     """The aiohttp handler for GET /dashboard (``?from=YYYY-MM-DD&to=YYYY-MM-DD`` optional)."""
     tz = ZoneInfo(timezone)
 

@@ -28,7 +28,7 @@ import orjson
 from fhir_engagement.decisions.codesystems import ACTION, CONCERN, CodeSystems
 from fhir_engagement.reports.labels import PATTERNS, display
 from fhir_engagement.reports.period import Period, quarter_of
-from fhir_engagement.store.base import Store
+from fhir_engagement.store.base import ReportQueries
 
 __all__ = ["MixQuarter", "MixReport", "mix_csv", "mix_report", "mix_text"]
 
@@ -56,7 +56,7 @@ class MixReport:
         return [p for p in PATTERNS if p in seen] + sorted(seen - set(PATTERNS))
 
 
-def mix_report(store: Store, tz: ZoneInfo, period: Period | None = None) -> MixReport:
+def mix_report(store: ReportQueries, tz: ZoneInfo, period: Period | None = None) -> MixReport:
     period = period or Period()
     start, end = period.bounds(tz)
     children: defaultdict[str, defaultdict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
@@ -73,7 +73,7 @@ def mix_report(store: Store, tz: ZoneInfo, period: Period | None = None) -> MixR
 
 
 def _by_quarter(
-    store: Store, kind: str, when: Callable[[dict[str, Any]], str], period: Period, tz: ZoneInfo
+    store: ReportQueries, kind: str, when: Callable[[dict[str, Any]], str], period: Period, tz: ZoneInfo
 ) -> dict[str, Counter[str]]:
     out: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for row in store.outputs_of_kind(kind):

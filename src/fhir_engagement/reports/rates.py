@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from fhir_engagement.reports.period import Period, quarter_of
-from fhir_engagement.store.base import Store
+from fhir_engagement.store.base import ReportQueries
 
 __all__ = [
     "APPOINTMENT_OUTCOMES",
@@ -87,7 +87,7 @@ class RateReport:
 
 
 def rate_report(
-    store: Store, tz: ZoneInfo, period: Period | None = None, provider: str | None = None
+    store: ReportQueries, tz: ZoneInfo, period: Period | None = None, provider: str | None = None
 ) -> RateReport:
     """Count appointments and misses per provider per local quarter."""
     period = period or Period()
