@@ -18,6 +18,7 @@ from fhir_engagement.errors import (
     RetryableDeliveryError,
     RulesError,
     StoreError,
+    StoreLockedError,
     UnreadableError,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "RetryableDeliveryError",
     "RulesError",
     "StoreError",
+    "StoreLockedError",
     "UnreadableError",
     "__version__",
 ]

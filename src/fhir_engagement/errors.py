@@ -11,15 +11,16 @@
     │   ├── NotificationError  a pushed FHIR body cannot be used (-> 400 OperationOutcome)
     │   └── UnreadableError    one item could not be read or processed for a reason nobody foresaw
     ├── StoreError             the durable store cannot be used
+    │   └── StoreLockedError   another process is writing the store (one writer per store)
     ├── DeliveryError               writing to the FHIR server failed
     │   ├── RetryableDeliveryError  timeouts, connection errors, 408/429/5xx: try again (retry_after)
     │   ├── AuthRequiredError       401/403: re-authenticate, then try again
     │   └── PermanentDeliveryError  any other 4xx: the batch goes to the dead-letter store
     └── ReportError            a report cannot be made as asked (unknown patient, no store, bad dates)
 
-Errors become answers in exactly one place per entry point: the CLI (message + exit code) today,
-the HTTP middleware and the MLLP handler later. Foreign exceptions are translated at the boundary
-with ``raise ... from exc`` so the cause survives for debugging.
+Errors become answers in exactly one place per entry point: the CLI (message + exit code), the
+HTTP middleware (OperationOutcome) and the v2 inbox (the ACK for MLLP). Foreign exceptions are
+translated at the boundary with ``raise ... from exc`` so the cause survives for debugging.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "RetryableDeliveryError",
     "RulesError",
     "StoreError",
+    "StoreLockedError",
     "UnreadableError",
 ]
 
@@ -120,6 +122,10 @@ class PermanentDeliveryError(DeliveryError):
 
 class StoreError(EngagementError):
     """The durable store failed; callers must not acknowledge input they could not keep."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store: a second writer would lower escalations."""
 
 
 class ReportError(EngagementError):

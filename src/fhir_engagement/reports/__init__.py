@@ -23,4 +23,4 @@ def open_report_store(location: str) -> Store:
     """
     if location != ":memory:" and not Path(location).is_file():
         raise ReportError(f"no store at {location}: replay or serve first, or name it with --store")
-    return open_store(location)
+    return open_store(location, exclusive=False)  # reports read beside the writer

@@ -23,6 +23,7 @@ __all__ = [
     "DeadLetters",
     "DeliveryQueue",
     "Inbox",
+    "InboxRow",
     "OutputRow",
     "Outputs",
     "ReportQueries",
@@ -54,6 +55,19 @@ class SignalRow:
 
 
 @dataclass(frozen=True, slots=True)
+class InboxRow:
+    """One kept input as an operator lists it: where and why, never its content."""
+
+    id: int
+    received: str
+    channel: str
+    origin: str
+    state: str
+    attempts: int
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
 class OutputRow:
     """A resource the adapter has decided to write."""
 
@@ -64,9 +78,10 @@ class OutputRow:
 
 
 class Transactional(Protocol):
-    """Writes are grouped: nothing is durable until ``commit``."""
+    """Writes are grouped: nothing is durable until ``commit``; ``rollback`` forgets them."""
 
     def commit(self) -> None: ...
+    def rollback(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -120,6 +135,10 @@ class Inbox(Protocol):
     def inbox_pending(self, limit: int, channel: str = "mllp") -> list[tuple[int, str, bytes]]: ...
     def inbox_done(self, ids: Sequence[int]) -> None: ...
     def inbox_depth(self) -> tuple[int, datetime | None]: ...
+    def inbox_failed(self, item: int, reason: str) -> int: ...
+    def inbox_set_state(self, item: int, state: str) -> bool: ...
+    def inbox_rows(self, states: Collection[str]) -> list[InboxRow]: ...
+    def inbox_raw(self, item: int) -> tuple[str, bytes] | None: ...
 
     def subscription_seen(self, subscription: str, kind: str, last_event: int | None) -> int: ...
     def subscriptions(self) -> list[tuple[str, int, str, str]]: ...

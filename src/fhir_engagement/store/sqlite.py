@@ -10,6 +10,8 @@ the PostgreSQL store the live-mode issue adds.
 from __future__ import annotations
 
 import bisect
+import fcntl
+import os
 import secrets
 import sqlite3
 from collections import defaultdict
@@ -17,14 +19,16 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
-from fhir_engagement.errors import StoreError
+from fhir_engagement.errors import StoreError, StoreLockedError
 from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
 from fhir_engagement.store.base import (
     Access,
     AppointmentCount,
     ChildRecord,
     ChildSignal,
+    InboxRow,
     OutputRow,
     SignalRow,
     SituationRow,
@@ -50,22 +54,67 @@ def _opt(moment: datetime | None) -> str | None:
     return None if moment is None else to_text(moment)
 
 
-class SqliteStore:
-    """Store on a SQLite file; ``:memory:`` for a throwaway run."""
+def _hold_lock(path: Path, location: str) -> IO[bytes]:
+    """An exclusive, non-blocking lock on ``path``, held as long as the file stays open."""
+    handle = path.open("a+b")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.seek(0)
+        holder = handle.read(20).decode("ascii", "replace").strip() or "another process"
+        handle.close()
+        raise StoreLockedError(
+            f"the store {location} is in use by {holder}: one process writes a store at a "
+            "time; stop it first (or send the work to the running serve)") from exc
+    handle.truncate(0)
+    handle.write(f"pid {os.getpid()}".encode())
+    handle.flush()
+    return handle
 
-    def __init__(self, location: str) -> None:
+
+# Columns added after the first release, for store files made before them.
+_ADDED_COLUMNS = (("inbox", "attempts", "INTEGER NOT NULL DEFAULT 0"),
+                  ("inbox", "last_error", "TEXT"))
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+class SqliteStore:
+    """Store on a SQLite file; ``:memory:`` for a throwaway run.
+
+    One writer per file: the in-memory indexes would go stale under a second writer (two
+    processes alternating no-shows lowered escalations), so the store holds an exclusive lock on
+    ``FILE.lock`` for its lifetime and a second writer gets StoreLockedError. ``exclusive=False``
+    is for readers (reports), which write nothing the indexes cache (only audit rows).
+    """
+
+    def __init__(self, location: str, *, exclusive: bool = True) -> None:
         self.location = location
+        self._lock: IO[bytes] | None = None
         try:
             if location != ":memory:":
                 Path(location).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(location)
+                if exclusive:
+                    self._lock = _hold_lock(Path(f"{location}.lock"), location)
+            self._db = sqlite3.connect(location, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates of a big replay
             schema = resources.files("fhir_engagement.store").joinpath("schema.sql").read_text()
             self._db.executescript(schema)
+            _migrate(self._db)
         except (sqlite3.Error, OSError) as exc:
+            self._release()
             raise StoreError(f"cannot open the store at {location}: {exc}") from exc
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        """Everything kept in memory, read again from what is committed on disk."""
         self._history: dict[str, list[HistoryItem]] = {}
         self._pending_signals: list[tuple[object, ...]] = []
         self._pending_aliases: list[tuple[str, str]] = []
@@ -111,8 +160,26 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot commit to {self.location}: {exc}") from exc
 
+    def rollback(self) -> None:
+        """Forget every write since the last commit, in the file and in memory.
+
+        Used when one item failed halfway: its partial writes must not be committed with the
+        next item's. Costs a reload of the in-memory indexes, so only on failures.
+        """
+        try:
+            self._db.rollback()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot roll back {self.location}: {exc}") from exc
+        self._reset_caches()
+
     def close(self) -> None:
         self._db.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file drops the lock (so does the process dying)
+            self._lock = None
 
     def _flush(self) -> None:
         try:
@@ -160,6 +227,10 @@ class SqliteStore:
 
     def _scalar(self, sql: str) -> int:
         return int(self._exec(sql).fetchone()[0])
+
+    def _scalar_of(self, sql: str, params: Sequence[object]) -> int:
+        row = self._exec(sql, params).fetchone()
+        return int(row[0]) if row else 0
 
     # -- children and their status ----------------------------------------------------------
     def add_patient(self, facts: PatientFacts) -> None:
@@ -373,6 +444,31 @@ class SqliteStore:
 
     def inbox_done(self, ids: Sequence[int]) -> None:
         self._exec_many("UPDATE inbox SET state = 'done' WHERE id = ?", [(i,) for i in ids])
+
+    def inbox_failed(self, item: int, reason: str) -> int:
+        """Count one failed attempt at an item (committed at once); returns its attempts."""
+        self._exec("UPDATE inbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                   (reason, item))
+        self.commit()
+        return self._scalar_of("SELECT attempts FROM inbox WHERE id = ?", (item,))
+
+    def inbox_set_state(self, item: int, state: str) -> bool:
+        """pending (retry, attempts reset), quarantined or dropped; False if no such item."""
+        cur = self._exec("UPDATE inbox SET state = ?, attempts = CASE WHEN ? = 'pending' THEN 0 "
+                         "ELSE attempts END WHERE id = ?", (state, state, item))
+        return cur.rowcount == 1
+
+    def inbox_rows(self, states: Collection[str]) -> list[InboxRow]:
+        """Items in these states, oldest first, without their content."""
+        marks = ", ".join("?" * len(states))
+        rows = self._exec(f"SELECT id, received, channel, origin, state, attempts, "
+                          f"COALESCE(last_error, '') FROM inbox WHERE state IN ({marks}) "
+                          "ORDER BY id", tuple(states)).fetchall()
+        return [InboxRow(int(i), r, c, o, st, int(a), e) for i, r, c, o, st, a, e in rows]
+
+    def inbox_raw(self, item: int) -> tuple[str, bytes] | None:
+        row = self._exec("SELECT origin, raw FROM inbox WHERE id = ?", (item,)).fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
 
     def inbox_depth(self) -> tuple[int, datetime | None]:
         """Pending messages and when the oldest of them arrived."""
