@@ -52,7 +52,6 @@ class Settings(BaseModel):
 
     mappings_dir: Path = default_mappings_dir()
     store: str = "fhir-engagement.sqlite3"
-    timezone: str = "Europe/London"
     source: str = ""
     # serve: the HTTP side (health, dashboard) and the MLLP listener for HL7 v2 feeds
     host: str = "127.0.0.1"
@@ -80,6 +79,10 @@ class Settings(BaseModel):
     topics: tuple[str, ...] = ()
     heartbeat_timeout: float = 900.0  # seconds of silence before a subscription is "overdue"
     shutdown_grace: float = 20.0  # seconds serve may take to finish acknowledged work on stop
+    # the inbox workers: an item that failed this many times is quarantined (a dead letter), so
+    # the queue always moves; /readyz says "not ready" while the oldest item waits longer
+    inbox_max_attempts: int = 3
+    inbox_max_age: float = 300.0
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -1,7 +1,8 @@
 """The aiohttp application ``fhir-engagement serve`` runs: the factory and its long-lived work.
 
 Long-lived work (the MLLP listener, the inbox workers, the outbox) runs under ``cleanup_ctx`` so it
-starts with the app and is cancelled and awaited when it stops. State lives in typed ``AppKey``s
+starts with the app and is cancelled and awaited when it stops; the workers run under one
+Supervisor (workers.py) that restarts any that stops. State lives in typed ``AppKey``s
 (keys.py); there are no globals. Routes are in routes.py, the error answers in middleware.py.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -27,12 +28,14 @@ from fhir_engagement.live.keys import (
     PIPELINE,
     SETTINGS,
     STORE,
+    SUPERVISOR,
     WAKE,
 )
 from fhir_engagement.live.middleware import errors
 from fhir_engagement.live.outbox import Outbox
 from fhir_engagement.live.routes import add_routes
 from fhir_engagement.live.v2_inbox import V2Inbox
+from fhir_engagement.live.workers import Supervisor
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import Store
 
@@ -44,6 +47,7 @@ def build_app(settings: Settings, engine: Engine, store: Store) -> web.Applicati
     app = web.Application(middlewares=[errors], client_max_size=settings.max_body)
     app[SETTINGS], app[ENGINE], app[STORE] = settings, engine, store
     app[PIPELINE] = Pipeline(engine, store, store.start_run("serve"))
+    app[SUPERVISOR] = Supervisor(app[PIPELINE].stats)
     app[WAKE] = asyncio.Event()
     add_routes(app)
     app.cleanup_ctx.append(_fhir)
@@ -54,9 +58,9 @@ def build_app(settings: Settings, engine: Engine, store: Store) -> web.Applicati
 
 async def _mllp(app: web.Application) -> AsyncIterator[None]:
     """The MLLP listener and the worker that drains its inbox, for the app's lifetime."""
-    settings, inbox = app[SETTINGS], V2Inbox(app[PIPELINE])
+    settings = app[SETTINGS]
+    inbox = V2Inbox(app[PIPELINE], max_attempts=settings.inbox_max_attempts)
     wake = asyncio.Event()
-    wake.set()  # messages kept before a restart are processed first
 
     async def handle(raw: bytes) -> bytes:
         ack, fresh = inbox.accept(raw, f"mllp:{settings.mllp_port}")
@@ -68,56 +72,45 @@ async def _mllp(app: web.Application) -> AsyncIterator[None]:
     server = await start_mllp_server(handle, inbox.refuse_oversize, settings.mllp_host,
                                      settings.mllp_port or 0, limits)
     app[MLLP_SERVER] = server
-    worker = asyncio.create_task(_drain_v2(inbox, wake))
+    app[SUPERVISOR].start("v2-inbox", lambda: _worker(inbox.drain, wake))
     yield
     await server.close()
-    await _stop([worker])
-    while inbox.drain():  # graceful: what was acknowledged is processed before exit
-        pass
+    await app[SUPERVISOR].stop("v2-inbox")
+    with contextlib.suppress(TimeoutError):  # graceful: what was acknowledged is processed
+        await asyncio.wait_for(_until_empty(inbox.drain), settings.shutdown_grace)
 
 
-async def _drain_v2(inbox: V2Inbox, wake: asyncio.Event) -> None:
+async def _worker(drain: Callable[[], Awaitable[int]], wake: asyncio.Event) -> None:
+    """Drain whenever woken; at start too, so what was kept before a restart goes first."""
+    wake.set()
     while True:
         await wake.wait()
         wake.clear()
-        if inbox.drain():
-            wake.set()  # there may be more: look again, after letting the listener in
-            await asyncio.sleep(0)
+        if await drain():
+            wake.set()  # there may be more: look again (drain yields between items)
+
+
+async def _until_empty(drain: Callable[[], Awaitable[int]]) -> None:
+    while await drain():
+        pass
 
 
 async def _fhir(app: web.Application) -> AsyncIterator[None]:
     """The FHIR side: one client session, the inbox worker, and the outbox when write-back is on."""
-    settings = app[SETTINGS]
+    settings, supervisor = app[SETTINGS], app[SUPERVISOR]
     async with aiohttp.ClientSession() as session:
         client = None
         if settings.fhir_base:
             client = FhirClient(settings.fhir_base, session, token_source(settings, session))
             app[CLIENT] = client
-        inbox = app[FHIR_INBOX] = FhirInbox(app[PIPELINE], client)
+        inbox = app[FHIR_INBOX] = FhirInbox(app[PIPELINE], client, settings.inbox_max_attempts)
         outbox = Outbox(app[STORE], client) if client is not None else None
-        tasks = [asyncio.create_task(_drain_fhir(inbox, app[WAKE]))]
+        supervisor.start("fhir-inbox", lambda: _worker(inbox.drain, app[WAKE]))
         if outbox is not None:
-            tasks.append(asyncio.create_task(outbox.run(asyncio.Event())))
+            supervisor.start("outbox", lambda: outbox.run(asyncio.Event()))
         yield
-        await _stop(tasks)
+        await supervisor.stop("fhir-inbox", "outbox")
         await _finish(inbox, outbox, settings.shutdown_grace)
-
-
-async def _drain_fhir(inbox: FhirInbox, wake: asyncio.Event) -> None:
-    wake.set()  # pushes kept before a restart are processed first
-    while True:
-        await wake.wait()
-        wake.clear()
-        if await inbox.drain():
-            wake.set()
-
-
-async def _stop(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def _finish(inbox: FhirInbox, outbox: Outbox | None, grace: float) -> None:
@@ -126,8 +119,7 @@ async def _finish(inbox: FhirInbox, outbox: Outbox | None, grace: float) -> None
     Bounded by ``grace``: whatever is left stays in the store and goes out after the restart.
     """
     async def finish() -> None:
-        while await inbox.drain():
-            pass
+        await _until_empty(inbox.drain)
         if outbox is not None:
             await outbox.run_once()
 

@@ -56,7 +56,7 @@ async def _retry(pipeline: Pipeline, origin: str, raw: bytes) -> RetryResult:
     if v2:
         inbox = V2Inbox(pipeline)
         ack, _ = inbox.accept(raw, f"retry of {origin}")
-        inbox.drain()
+        await inbox.drain()
         return RetryResult(True, ack.decode("utf-8", "replace").split("\r")[1])
     fhir = FhirInbox(pipeline, None)
     notice = fhir.accept(raw, f"retry of {origin}")

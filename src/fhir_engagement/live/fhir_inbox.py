@@ -19,6 +19,7 @@ from fhir_engagement.ingest.notifications import Notice, classify
 from fhir_engagement.live import recovery
 from fhir_engagement.live.first_sight import FirstSight
 from fhir_engagement.live.recovery import Recovery
+from fhir_engagement.live.workers import drain_items
 from fhir_engagement.pipeline import Pipeline
 
 __all__ = ["FhirInbox"]
@@ -30,8 +31,9 @@ CHANNEL = "fhir"
 class FhirInbox:
     """Accepts pushed FHIR bodies for one pipeline and drains them, fetching what they point at."""
 
-    def __init__(self, pipeline: Pipeline, client: FhirClient | None) -> None:
-        self.pipeline, self.client = pipeline, client
+    def __init__(self, pipeline: Pipeline, client: FhirClient | None,
+                 max_attempts: int = 3) -> None:
+        self.pipeline, self.client, self.max_attempts = pipeline, client, max_attempts
         self.store, self.stats = pipeline.store, pipeline.stats
         self.recovery = Recovery(pipeline, client)
         self.first_sight = FirstSight(pipeline, client) if client is not None else None
@@ -58,29 +60,30 @@ class FhirInbox:
 
     async def drain(self, limit: int = 200) -> int:
         """Process up to ``limit`` kept items (recoveries first, then pushes); returns how many."""
-        done = 0
-        for channel in (recovery.CHANNEL, CHANNEL):
-            rows = self.store.inbox_pending(limit, channel)
-            for _, origin, raw in rows:
-                documents = await self._documents(channel, raw, origin)
-                records = self._read(documents, origin, raw)
-                if self.first_sight is not None:
-                    await self.first_sight.read(records)
-                self.pipeline.apply(records, raw)
-            if rows:
-                self.store.inbox_done([row[0] for row in rows])
-                self.store.commit()
-                done += len(rows)
+        done = await drain_items(self.store, recovery.CHANNEL, limit, self._recover, self.stats,
+                                 self.max_attempts)
+        done += await drain_items(self.store, CHANNEL, limit, self._process, self.stats,
+                                  self.max_attempts)
         if done:
             _LOG.info("processed %d pushes; %d events so far", done, self.stats["events"])
         return done
 
-    async def _documents(self, channel: str, raw: bytes, origin: str) -> list[dict[str, Any]]:
-        """The FHIR documents one kept item stands for: included, fetched, or searched for."""
-        if channel == recovery.CHANNEL:
-            found = await self.recovery.recover(raw, origin)
-            return found + await self._fetch_all(_focus_of(found), origin, raw)
-        notice = classify(raw)  # it was classified once already: cannot fail now
+    async def _recover(self, origin: str, raw: bytes) -> None:
+        found = await self.recovery.recover(raw, origin)
+        await self._apply(found + await self._fetch_all(_focus_of(found), origin, raw), origin, raw)
+
+    async def _process(self, origin: str, raw: bytes) -> None:
+        await self._apply(await self._documents(raw, origin), origin, raw)
+
+    async def _apply(self, documents: list[dict[str, Any]], origin: str, raw: bytes) -> None:
+        records = self._read(documents, origin, raw)
+        if self.first_sight is not None:
+            await self.first_sight.read(records)
+        self.pipeline.apply(records, raw)
+
+    async def _documents(self, raw: bytes, origin: str) -> list[dict[str, Any]]:
+        """The FHIR documents one kept push stands for: included, fetched, or searched for."""
+        notice = classify(raw)  # it was classified once already
         documents = [notice.document] if notice.document else []
         documents += await self._fetch_all(notice.focus, origin, raw)
         if notice.kind == "poll" or _empty_event(notice):

@@ -10,10 +10,12 @@ from fhir_engagement.config import Settings
 from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.ingest.mllp import MllpListener
 from fhir_engagement.live.fhir_inbox import FhirInbox
+from fhir_engagement.live.workers import Supervisor
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import Store
 
-__all__ = ["CLIENT", "ENGINE", "FHIR_INBOX", "MLLP_SERVER", "PIPELINE", "SETTINGS", "STORE", "WAKE"]
+__all__ = ["CLIENT", "ENGINE", "FHIR_INBOX", "MLLP_SERVER", "PIPELINE", "SETTINGS", "STORE", "SUPERVISOR",
+           "WAKE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
@@ -22,4 +24,5 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 MLLP_SERVER = web.AppKey("mllp_server", MllpListener)
 FHIR_INBOX = web.AppKey("fhir_inbox", FhirInbox)
 CLIENT = web.AppKey("client", FhirClient)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)
 WAKE = web.AppKey("wake", asyncio.Event)  # set when a push is kept: the FHIR inbox worker runs

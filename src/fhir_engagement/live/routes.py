@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from http import HTTPStatus
 
 from aiohttp import web
 
 from fhir_engagement.errors import DeliveryError, StoreError
-from fhir_engagement.live.keys import CLIENT, ENGINE, FHIR_INBOX, PIPELINE, STORE, WAKE
+from fhir_engagement.live.keys import (
+    CLIENT,
+    ENGINE,
+    FHIR_INBOX,
+    PIPELINE,
+    SETTINGS,
+    STORE,
+    SUPERVISOR,
+    WAKE,
+)
 from fhir_engagement.live.metrics import metrics
 from fhir_engagement.live.middleware import check_credential, outcome
 from fhir_engagement.reports.dashboard import dashboard_handler
@@ -34,18 +44,23 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the store answers, and the FHIR server does when one is configured."""
-    problems = []
+    """Ready: every worker runs, the inbox moves, the store and the FHIR server (if any) answer."""
+    problems = [f"worker {name} is down ({why}), restarting"
+                for name, why in sorted(request.app[SUPERVISOR].down().items())]
     try:
-        request.app[STORE].inbox_depth()
-    except StoreError as error:
-        problems.append(f"store: {error}")
+        _, oldest = request.app[STORE].inbox_depth()
+    except StoreError:
+        problems.append("store: not answering")
+    else:
+        limit = request.app[SETTINGS].inbox_max_age
+        if oldest is not None and (datetime.now(UTC) - oldest).total_seconds() > limit:
+            problems.append(f"inbox: the oldest item has waited over {limit:.0f} s")
     client = request.app.get(CLIENT)
     if client is not None:
         try:
             await client.metadata()
         except DeliveryError as error:
-            problems.append(f"FHIR server: {error}")
+            problems.append(f"FHIR server: not answering (HTTP {error.status or 'no answer'})")
     status = HTTPStatus.SERVICE_UNAVAILABLE if problems else HTTPStatus.OK
     return web.json_response({"ready": not problems, "problems": problems}, status=status)
 

@@ -6,10 +6,11 @@ committed. The MLLP server (ingest/mllp.py) only frames; this module decides the
 
 from __future__ import annotations
 
-from fhir_engagement.errors import InputError, MessageError, StoreError
+from fhir_engagement.errors import InputError, MessageError, StoreError, UnreadableError
 from fhir_engagement.ingest.hl7v2 import build_ack
 from fhir_engagement.ingest.records import Kind, RawItem
 from fhir_engagement.ingest.v2parse import V2Message, parse_message
+from fhir_engagement.live.workers import drain_items
 from fhir_engagement.pipeline import Pipeline
 
 __all__ = ["V2Inbox"]
@@ -20,8 +21,8 @@ UNAVAILABLE = "the adapter cannot store messages now: send again"
 class V2Inbox:
     """Accepts v2 messages for one pipeline and drains them through it."""
 
-    def __init__(self, pipeline: Pipeline, channel: str = "mllp") -> None:
-        self.pipeline, self.channel = pipeline, channel
+    def __init__(self, pipeline: Pipeline, channel: str = "mllp", max_attempts: int = 3) -> None:
+        self.pipeline, self.channel, self.max_attempts = pipeline, channel, max_attempts
         self.store, self.stats = pipeline.store, pipeline.stats
 
     def accept(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
@@ -31,7 +32,15 @@ class V2Inbox:
         dead-letter store with the reason) when it cannot be parsed or mapped; AR when the store
         cannot keep it, so that the sender keeps it and sends it again. A message already
         received (same sender and MSH-10) is acknowledged again and not processed twice.
+        Every complete frame gets an answer: an unforeseen failure is an AE, the message kept.
         """
+        try:
+            return self._accept(raw, origin)
+        except Exception as exc:  # the MLLP boundary: the sender must never be left without an ACK
+            error = UnreadableError(origin, f"could not be taken ({type(exc).__name__})", raw)
+            return self._refuse(None, raw, error, ""), False
+
+    def _accept(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
         read = self.pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
         if read.rejected or read.message is None:  # map now: unmappable is AE, not AA
             return self._refuse(read.message, raw, read.rejected[0], read.location), False
@@ -54,18 +63,16 @@ class V2Inbox:
         error = MessageError(f"{self.channel} (MLLP frame)", f"larger than the {limit:,}-byte limit")
         return self._refuse(message, head, error, "MLLP frame")
 
-    def drain(self, limit: int = 500) -> int:
+    async def drain(self, limit: int = 100) -> int:
         """Process up to ``limit`` stored messages in arrival order; returns how many."""
-        rows = self.store.inbox_pending(limit, self.channel)
-        for _, origin, raw in rows:
-            read = self.pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
-            for error in read.rejected:
-                self.pipeline.reject(error, raw)
-            self.pipeline.apply(read.records, raw)
-        if rows:
-            self.store.inbox_done([row[0] for row in rows])
-            self.store.commit()
-        return len(rows)
+        return await drain_items(self.store, self.channel, limit, self._process, self.stats,
+                                 self.max_attempts)
+
+    async def _process(self, origin: str, raw: bytes) -> None:
+        read = self.pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
+        for error in read.rejected:
+            self.pipeline.reject(error, raw)
+        self.pipeline.apply(read.records, raw)
 
     def _refuse(
         self, message: V2Message | None, raw: bytes, error: InputError, location: str
@@ -73,7 +80,7 @@ class V2Inbox:
         try:
             self.store.dead_letter(error.where, error.reason, raw)
             self.store.commit()
-        except StoreError:
+        except Exception:  # the store cannot keep it: the sender must keep it and send it again
             return build_ack(message, "AR", UNAVAILABLE)
         self.stats["rejected"] += 1
         return build_ack(message, "AE", error.reason, location)
