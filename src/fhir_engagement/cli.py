@@ -24,7 +24,7 @@ from fhir_engagement.config import Settings
 from fhir_engagement.errors import ConfigError, DeliveryError, ReportError, StoreError
 from fhir_engagement.fhirserver.subscribe import subscribe
 from fhir_engagement.live.app import build_app
-from fhir_engagement.live.deadletters import retry_dead_letter
+from fhir_engagement.live.deadletters import drop_inbox_item, retry_dead_letter, retry_inbox_item
 from fhir_engagement.live.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.observability import setup_logging
 from fhir_engagement.pipeline import Engine, Pipeline, load_engine
@@ -57,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(engine, settings)
         if args.command == "deadletter":
             return _deadletter(args, engine, settings, sys.stdout)
+        if args.command == "inbox":
+            return _inbox(args, settings, sys.stdout)
         if args.command == "subscribe":
             return _subscribe(args, settings, sys.stderr)
         if args.command == "report":
@@ -95,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("action", choices=("list", "show", "retry"))
     dl.add_argument("id", nargs="?", type=int, help="the dead letter's id (show, retry)")
     dl.add_argument("--store", help="SQLite file that keeps state")
+    ib = sub.add_parser("inbox", help="live input waiting or quarantined: list, show, retry, drop")
+    ib.add_argument("action", choices=("list", "show", "retry", "drop"))
+    ib.add_argument("id", nargs="?", type=int, help="the inbox item's id (show, retry, drop)")
+    ib.add_argument("--all", action="store_true", help="list: done items too")
+    ib.add_argument("--store", help="SQLite file that keeps state")
     sb = sub.add_parser("subscribe", help="create or repair the Subscriptions on the FHIR server")
     sb.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
     sb.add_argument("--endpoint", required=True, help="where the server should send: "
@@ -201,6 +208,44 @@ def _deadletter(args: argparse.Namespace, engine: Engine, settings: Settings, ou
         return EXIT_OK if result.taken else EXIT_REJECTED
     finally:
         store.close()
+
+
+_INBOX_STATES = ("pending", "quarantined", "dropped")
+
+
+def _inbox(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    if args.action != "list" and args.id is None:
+        print(f"fhir-engagement inbox {args.action}: give the item's id", file=sys.stderr)
+        return EXIT_USAGE
+    # The inbox is never cached in memory, so these commands may run beside a running serve.
+    store = open_store(settings.store, exclusive=False)
+    try:
+        if args.action == "list":
+            states = (*_INBOX_STATES, "done") if args.all else _INBOX_STATES
+            for row in store.inbox_rows(states):
+                print(f"{row.id}\t{row.received}\t{row.channel}\t{row.state}\t"
+                      f"{row.attempts}\t{row.origin}\t{row.last_error}", file=out)
+            return EXIT_OK
+        if args.action == "show":
+            found = store.inbox_raw(args.id)
+            if found is not None:
+                out.write(found[1].decode("utf-8", "replace"))
+            return _found(found is not None, args.id)
+        act, done = ((retry_inbox_item, "back to pending") if args.action == "retry" else
+                     (drop_inbox_item, "dropped, kept as a dead letter"))
+        if not act(store, args.id):
+            return _found(False, args.id)
+        print(f"inbox item {args.id}: {done}", file=out)
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def _found(found: bool, item: int) -> int:
+    if not found:
+        print(f"fhir-engagement inbox: no item {item}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 def _serve(engine: Engine, settings: Settings) -> int:

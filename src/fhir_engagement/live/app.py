@@ -80,11 +80,14 @@ async def _mllp(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait_for(_until_empty(inbox.drain), settings.shutdown_grace)
 
 
-async def _worker(drain: Callable[[], Awaitable[int]], wake: asyncio.Event) -> None:
-    """Drain whenever woken; at start too, so what was kept before a restart goes first."""
+async def _worker(drain: Callable[[], Awaitable[int]], wake: asyncio.Event,
+                  idle: float = 5.0) -> None:
+    """Drain whenever woken, and every ``idle`` seconds (an item an operator put back); at start
+    too, so what was kept before a restart goes first."""
     wake.set()
     while True:
-        await wake.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), idle)
         wake.clear()
         if await drain():
             wake.set()  # there may be more: look again (drain yields between items)

@@ -1,4 +1,4 @@
-"""The dead-letter store for a person: list what was kept, show one, retry it through its path.
+"""Kept items for a person: retry a dead letter through its path; retry or drop an inbox item.
 
 Nothing the adapter could not use is lost: it sits in the store with where it came from and why.
 Retrying sends it back through the path it came by (a v2 message through the v2 inbox, a FHIR
@@ -16,8 +16,9 @@ from fhir_engagement.ingest.records import Kind, RawItem
 from fhir_engagement.live.fhir_inbox import FhirInbox
 from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.pipeline import Pipeline
+from fhir_engagement.store.base import Store
 
-__all__ = ["RetryResult", "retry_dead_letter"]
+__all__ = ["RetryResult", "drop_inbox_item", "retry_dead_letter", "retry_inbox_item"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,3 +79,22 @@ def _fhir_refusal(pipeline: Pipeline, raw: bytes, origin: str) -> InputError | N
         return None
     read = pipeline.engine.records.read_document(document, origin, raw)
     return read.rejected[0] if read.rejected else None
+
+
+def retry_inbox_item(store: Store, item: int) -> bool:
+    """A quarantined (or dropped) inbox item back to pending, its attempts reset: the running
+    ``serve`` picks it up within its idle poll. False if there is no such item."""
+    taken = store.inbox_set_state(item, "pending")
+    store.commit()
+    return taken
+
+
+def drop_inbox_item(store: Store, item: int) -> bool:
+    """Take an item out of the queue by hand; it is kept as a dead letter, never deleted."""
+    found = store.inbox_raw(item)
+    if found is None:
+        return False
+    store.dead_letter(found[0], "dropped from the inbox by an operator", found[1])
+    store.inbox_set_state(item, "dropped")
+    store.commit()
+    return True

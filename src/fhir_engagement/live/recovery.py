@@ -19,6 +19,10 @@ from fhir_engagement.pipeline import Pipeline
 __all__ = ["CHANNEL", "Recovery"]
 
 CHANNEL = "recovery"
+# Above this an event number is not plausible (JSON's exact integers end at 2**53).
+_MAX_EVENT_NUMBER = 2**53
+# A wider gap is not asked of $events event by event: one _lastUpdated search covers it.
+_MAX_EVENTS_ASKED = 1000
 # What a _lastUpdated catch-up searches for: everything that raises or retracts a signal.
 _SEARCHES = (("Appointment", "noshow,cancelled,fulfilled"),
              ("Encounter", "finished,in-progress,entered-in-error"))
@@ -33,23 +37,37 @@ class Recovery:
         self._events_offered: bool | None = None
 
     def track(self, notice: Notice) -> None:
-        """Record the newest event number; keep a recovery request when some were skipped."""
-        newest = max(notice.event_numbers, default=notice.events_since_start)
+        """Record the newest event number; keep a recovery request when some were skipped.
+
+        Numbers are the sender's, so never trusted to be sane: one that is not a plausible event
+        number is counted and ignored (it must not switch gap detection off), and numbering
+        that goes back is a restarted server (counted; gaps are then measured from the new
+        numbers). Processing never depends on the numbers: dedupe includes the body.
+        """
+        numbers = [n for n in notice.event_numbers if 0 < n <= _MAX_EVENT_NUMBER]
+        if len(numbers) < len(notice.event_numbers):
+            self.stats["event numbering anomalies"] += 1
+        since = notice.events_since_start
+        newest = max(numbers, default=since if since and 0 <= since <= _MAX_EVENT_NUMBER else None)
         before = self.store.subscription_seen(notice.subscription or "", notice.kind, newest)
         self.stats[f"notifications {notice.kind}"] += 1
-        first = min(notice.event_numbers, default=None)
-        if first is not None and before and first > before + 1:
-            # Events were lost on the way: ask for them ($events), or look by _lastUpdated.
-            self.stats["event gaps"] += 1
-            request = {"subscription": notice.subscription or "", "since": before + 1,
-                       "until": first - 1}
-            self.store.inbox_put(CHANNEL, notice.subscription or "", f"gap:{before}",
-                                 "gap recovery", orjson.dumps(request))
+        if newest is not None and newest < before:
+            self.stats["event numbering anomalies"] += 1  # numbering restarted, or a repeat
+        if numbers and before and min(numbers) > before + 1:
+            self._gap(notice.subscription or "", before + 1, min(numbers) - 1)
+
+    def _gap(self, subscription: str, since: int, until: int) -> None:
+        """Events were lost on the way: ask for them ($events), or look by _lastUpdated."""
+        self.stats["event gaps"] += 1
+        request = {"subscription": subscription, "since": since, "until": until}
+        self.store.inbox_put(CHANNEL, subscription, f"gap:{since}-{until}", "gap recovery",
+                             orjson.dumps(request))
 
     async def recover(self, raw: bytes, origin: str) -> list[dict[str, Any]]:
         """The lost events: ``$events`` where the server offers it (its Bundle), else a search."""
         request = orjson.loads(raw)
-        if self.client is None or not await self._offers_events():
+        wide = request["until"] - request["since"] >= _MAX_EVENTS_ASKED
+        if self.client is None or wide or not await self._offers_events():
             return await self.poll(origin, raw)
         subscription = str(request["subscription"]).rstrip("/").rsplit("/", 1)[-1]
         try:

@@ -403,16 +403,19 @@ class SqliteStore:
 
     # -- subscriptions and small facts -------------------------------------------------------
     def subscription_seen(self, subscription: str, kind: str, last_event: int | None) -> int:
-        """Record a notification; returns the last event number seen before it (0: none)."""
+        """Record a notification and set the last event number (None: keep it); returns the
+        last event number seen before it (0: none). The caller decides what the new last is: a
+        server whose numbering restarted goes back to small numbers."""
         row = self._exec("SELECT last_event FROM subscriptions WHERE subscription = ?",
                          (subscription,)).fetchone()
         before = int(row[0]) if row else 0
         self._exec(
             "INSERT INTO subscriptions (subscription, last_event, last_seen, last_type) "
             "VALUES (?, ?, ?, ?) ON CONFLICT (subscription) DO UPDATE SET "
-            "last_event = MAX(last_event, excluded.last_event), last_seen = excluded.last_seen, "
+            "last_event = excluded.last_event, last_seen = excluded.last_seen, "
             "last_type = excluded.last_type",
-            (subscription, last_event or before, to_text(datetime.now(UTC)), kind))
+            (subscription, before if last_event is None else last_event,
+             to_text(datetime.now(UTC)), kind))
         return before
 
     def subscriptions(self) -> list[tuple[str, int, str, str]]:
