@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fhir_engagement.errors import (
     AuthRequiredError,
+    BadAnswerError,
     ConfigError,
+    ConflictError,
     DeliveryError,
     EngagementError,
     FramingError,
@@ -26,7 +28,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthRequiredError",
+    "BadAnswerError",
     "ConfigError",
+    "ConflictError",
     "DeliveryError",
     "EngagementError",
     "FramingError",

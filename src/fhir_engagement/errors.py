@@ -16,6 +16,8 @@
     │   ├── RetryableDeliveryError  timeouts, connection errors, 408/429/5xx: try again (retry_after)
     │   ├── AuthRequiredError       401/403: re-authenticate, then try again
     │   └── PermanentDeliveryError  any other 4xx: the batch goes to the dead-letter store
+    │       ├── ConflictError       409/412: changed meanwhile; re-read and rebuild, then dead
+    │       └── BadAnswerError      a 2xx answer that is not what FHIR promises (not a Bundle)
     └── ReportError            a report cannot be made as asked (unknown patient, no store, bad dates)
 
 Errors become answers in exactly one place per entry point: the CLI (message + exit code), the
@@ -27,7 +29,9 @@ from __future__ import annotations
 
 __all__ = [
     "AuthRequiredError",
+    "BadAnswerError",
     "ConfigError",
+    "ConflictError",
     "DeliveryError",
     "EngagementError",
     "FramingError",
@@ -118,6 +122,20 @@ class AuthRequiredError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """A 4xx the same request will always get: kept in the dead-letter store for a person."""
+
+
+class ConflictError(PermanentDeliveryError):
+    """409/412: the server holds a newer version than the request was built on (a stale If-Match).
+
+    The same request always gets it again, so it is permanent as sent; the outbox re-reads what
+    the server holds and rebuilds the request a few times before it gives up on the batch.
+    """
+
+
+class BadAnswerError(PermanentDeliveryError):
+    """The server said yes (2xx) but its body is not what FHIR promises: a search answer that is
+    not a Bundle, entries that are not objects. ``status`` is the 2xx; ``reason`` says what was
+    wrong and where, never the body (it may hold a child's data)."""
 
 
 class StoreError(EngagementError):

@@ -19,7 +19,7 @@ import orjson
 
 from fhir_engagement.config import Settings, default_codesystems_dir
 from fhir_engagement.decisions.codesystems import CodeSystems, load_codesystems
-from fhir_engagement.decisions.flag import FlagState, flag_resource, merge_flag
+from fhir_engagement.decisions.flag import flag_resource, flag_state, merge_flag
 from fhir_engagement.decisions.ids import (
     flag_id,
     full_url,
@@ -304,7 +304,7 @@ class Pipeline:
         """Escalate (never lower) the child's Flag; return its fullUrl and whether it changed."""
         fid = flag_id(child, kind)
         row = self.store.output(fid)
-        current = _flag_state(row.resource) if row else None
+        current = flag_state(orjson.loads(row.resource)) if row else None
         if decision.flag is None:
             if row is None:
                 return None, False
@@ -340,17 +340,3 @@ class Pipeline:
         found = event.slots.get("cancellation-reason", frozenset()) & barrier
         names = self.engine.mappings.displays.get("barrier", {})
         return tuple(sorted(names.get(c, c) for c in found))
-
-
-def _flag_state(raw: bytes) -> FlagState:
-    """Read a stored Flag back into the state the escalation works on."""
-    flag = orjson.loads(raw)
-    priority = next(e["valueCodeableConcept"]["coding"][0]["code"] for e in flag["extension"]
-                    if e["url"].endswith("/flag-priority"))
-    evidence = tuple(e["valueReference"]["reference"] for e in flag["extension"]
-                     if e["url"].endswith("/flag-detail"))
-    kind = "over-engagement" if flag["code"]["coding"][0]["code"] == "over-engagement" \
-        else "engagement"
-    return FlagState(kind, flag["code"]["coding"][0]["code"], priority,
-                     flag["category"][0]["coding"][0]["code"],
-                     datetime.fromisoformat(flag["period"]["start"]), evidence)

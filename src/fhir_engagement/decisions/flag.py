@@ -1,10 +1,14 @@
 """The engagement and over-engagement Flags: one of each per child, escalated, never lowered.
 
 The adapter only ever raises a Flag's stage or priority; ending or deleting it is a clinician's act.
+This module is the one owner of that rule (``_higher``) and of reading a Flag resource back
+(``flag_state``): the pipeline escalates its own stored Flag with ``merge_flag``, the outbox
+writes over the server's Flag with ``never_lower``, and both rank stages and priorities here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +17,7 @@ from fhir_engagement.decisions.codesystems import CONCERN, CodeSystems
 from fhir_engagement.decisions.ids import DEVICE_SYSTEM, FLAG_SYSTEM
 from fhir_engagement.model import FlagChange
 
-__all__ = ["FlagState", "flag_resource", "merge_flag", "never_lower"]
+__all__ = ["FlagState", "flag_resource", "flag_state", "merge_flag", "never_lower"]
 
 # Higher later in the tuple. A later, higher stage updates the Flag; a lower one leaves it.
 _STAGES = ("disengagement-single", "disengagement-intermittent", "left-against-advice",
@@ -42,10 +46,24 @@ def merge_flag(
     if current is None:
         return FlagState(change.kind, change.code, change.priority, change.category, at,
                          evidence[-_MAX_EVIDENCE:])
-    code = max(current.code, change.code, key=_STAGES.index)
-    priority = max(current.priority, change.priority, key=_PRIORITIES.index)
+    code = _higher(_STAGES, current.code, change.code)
+    priority = _higher(_PRIORITIES, current.priority, change.priority)
     merged = tuple(dict.fromkeys((*current.evidence, *evidence)))[-_MAX_EVIDENCE:]
     return FlagState(current.kind, code, priority, current.category, min(current.start, at), merged)
+
+
+def flag_state(resource: Mapping[str, Any]) -> FlagState:
+    """Read a Flag this module built (``flag_resource``) back into the state escalation works on.
+
+    Only for the adapter's own Flags, which have every field; a Flag from the server may not
+    (a person edited it), which is why ``never_lower`` reads only the fields it compares.
+    """
+    code = _code(resource)
+    evidence = tuple(e["valueReference"]["reference"] for e in resource["extension"]
+                     if e["url"].endswith("/flag-detail"))
+    return FlagState("over-engagement" if code == "over-engagement" else "engagement", code,
+                     _priority(resource), resource["category"][0]["coding"][0]["code"],
+                     datetime.fromisoformat(resource["period"]["start"]), evidence)
 
 
 def flag_resource(
@@ -83,38 +101,42 @@ def never_lower(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
 
     A person may have raised the priority or the stage by hand; the adapter only adds to it. The
     result keeps the server's id (the write is ``PUT Flag/{id}`` with If-Match on its version).
+
+    It ranks with the same ``_higher`` as ``merge_flag`` but works on the resources, not through
+    ``flag_state``: the server's Flag may lack fields a FlagState needs, and what the adapter does
+    not raise (the server's code text, its start as written) is kept as the server holds it.
     """
     merged = dict(ours)
     merged["id"] = theirs["id"]
-    code = max(_code(ours), _code(theirs), key=_stage_rank)
+    code = _higher(_STAGES, _code(ours), _code(theirs))
     merged["code"] = theirs["code"] if code == _code(theirs) and code != _code(ours) else ours["code"]
-    priority = max(_priority(ours), _priority(theirs), key=_priority_rank)
+    priority = _higher(_PRIORITIES, _priority(ours), _priority(theirs))
     merged["extension"] = [_with_priority(e, priority) for e in ours.get("extension", [])]
     starts = [f.get("period", {}).get("start") for f in (ours, theirs)]
     merged["period"] = {"start": min(s for s in starts if s)} if any(starts) else ours.get("period")
     return merged
 
 
-def _code(flag: dict[str, Any]) -> str:
+def _higher(ladder: tuple[str, ...], first: str, second: str) -> str:
+    """Never lower: the higher of two rungs, ``first`` on a tie; a code off the ladder is lowest."""
+    def rank(code: str) -> int:
+        return ladder.index(code) if code in ladder else -1
+
+    return second if rank(second) > rank(first) else first
+
+
+def _code(flag: Mapping[str, Any]) -> str:
     for coding in flag.get("code", {}).get("coding", []):
         if coding.get("system") == CONCERN:
             return str(coding.get("code"))
     return ""
 
 
-def _priority(flag: dict[str, Any]) -> str:
+def _priority(flag: Mapping[str, Any]) -> str:
     for ext in flag.get("extension", []):
         if ext.get("url", "").endswith("/flag-priority"):
             return str(ext["valueCodeableConcept"]["coding"][0]["code"])
     return "PL"
-
-
-def _stage_rank(code: str) -> int:
-    return _STAGES.index(code) if code in _STAGES else -1
-
-
-def _priority_rank(code: str) -> int:
-    return _PRIORITIES.index(code) if code in _PRIORITIES else -1
 
 
 def _with_priority(ext: dict[str, Any], priority: str) -> dict[str, Any]:

@@ -5,10 +5,13 @@ so a crash or a FHIR server outage loses nothing: what is not delivered stays pe
 when the server answers again. Each batch is one transaction Bundle of conditional writes, so
 sending it twice writes nothing twice; that is why every failure that may be transient is retried.
 
-Sorting failures (fhir_client.py names them): no answer, 408, 429, 5xx -> retried now a few times
-with jittered exponential backoff that honours Retry-After, then rescheduled; 401/403 -> one new
-token (in the client), then dead-lettered if still refused; any other 4xx -> dead-lettered with
-the server's OperationOutcome, for a person to look at (``deadletter`` command, a later issue).
+Sorting failures (fhirserver/client.py names them): no answer, 408, 429, 5xx -> retried now a few
+times with jittered exponential backoff that honours Retry-After, then rescheduled; 409/412 (a Flag
+changed between our read and our write) -> the Flag re-read and the batch rebuilt, the same few
+times, then dead-lettered; 401/403 -> one new token (in the client), then dead-lettered if still
+refused; any other 4xx, or a malformed answer -> dead-lettered with the reason, for a person to
+look at (``deadletter`` command). Anything else going wrong with one batch (a bug, an answer nobody
+foresaw) makes that batch a dead letter too: one bad batch never stops the worker.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -32,9 +34,10 @@ from fhir_engagement.config import Settings
 from fhir_engagement.decisions.bundle import transaction
 from fhir_engagement.decisions.flag import never_lower
 from fhir_engagement.errors import (
-    AuthRequiredError,
-    PermanentDeliveryError,
+    ConflictError,
+    DeliveryError,
     RetryableDeliveryError,
+    StoreError,
 )
 from fhir_engagement.fhirserver.auth import token_source
 from fhir_engagement.fhirserver.client import FhirClient
@@ -92,48 +95,74 @@ class Outbox:
         return report
 
     async def run(self, wake: asyncio.Event, idle: float = 1.0) -> None:
-        """Serve mode: deliver whenever woken, and at least every ``idle`` seconds."""
+        """Serve mode: deliver whenever woken, and at least every ``idle`` seconds.
+
+        It ends only when cancelled. A batch's own failure is contained in ``_deliver``; what
+        reaches here is the store failing, which no batch caused: logged, tried again later.
+        """
         while True:
-            await self.run_once()
+            try:
+                await self.run_once()
+            except Exception as exc:  # the worker outlives a failed pass; cancellation ends it
+                _LOG.error("a delivery pass failed, trying again: %s", type(exc).__name__)
             wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), idle)
 
     async def _deliver(self, batch: str, attempts: int) -> DeliveryReport:
+        """Send one batch and sort how it failed: the one place a batch's failure is contained.
+
+        A StoreError goes up: the store, not the batch, is at fault, and nothing can be recorded.
+        """
         rows = self.store.delivery_outputs(batch)
-        bundle = transaction((r.id, r.kind, r.resource) for r in rows)
+        bundle: dict[str, Any] = {}
         try:
+            bundle = transaction((r.id, r.kind, r.resource) for r in rows)
             await self._send(bundle)
         except RetryableDeliveryError as error:
-            delay = self._backoff(attempts, error)
-            when = datetime.now(UTC) + timedelta(seconds=delay)
-            self.store.delivery_retry(batch, when, str(error))
-            _LOG.warning("delivery %s rescheduled in %.0f s: %s", batch, delay, error)
-            return DeliveryReport(rescheduled=1)
-        except (PermanentDeliveryError, AuthRequiredError) as error:
-            self.store.delivery_dead(batch, str(error))
-            self.store.dead_letter(f"delivery {batch}", str(error), orjson.dumps(bundle))
+            return self._reschedule(batch, attempts, error)
+        except DeliveryError as error:  # refused, still conflicting, or a malformed answer
             _LOG.error("delivery %s refused, kept in the dead-letter store: %s", batch, error)
-            return DeliveryReport(dead=1)
+            return self._dead(batch, str(error), bundle)
+        except StoreError:
+            raise
+        except Exception as exc:  # a bug or an answer nobody foresaw: this batch only
+            _LOG.error("delivery %s failed unexpectedly, kept in the dead-letter store: %s",
+                       batch, type(exc).__name__)
+            reason = f"could not be delivered ({type(exc).__name__}); kept for a person to look at"
+            return self._dead(batch, reason, bundle)
         self.store.delivery_done(batch)
         _LOG.info("delivery %s written (%d resources)", batch, len(rows))
         return DeliveryReport(delivered=1)
 
+    def _reschedule(
+        self, batch: str, attempts: int, error: RetryableDeliveryError
+    ) -> DeliveryReport:
+        delay = self._backoff(attempts, error)
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        self.store.delivery_retry(batch, when, str(error))
+        _LOG.warning("delivery %s rescheduled in %.0f s: %s", batch, delay, error)
+        return DeliveryReport(rescheduled=1)
+
+    def _dead(self, batch: str, reason: str, bundle: dict[str, Any]) -> DeliveryReport:
+        """The batch leaves the queue and waits, with its reason, for a person."""
+        self.store.delivery_dead(batch, reason)
+        self.store.dead_letter(f"delivery {batch}", reason, orjson.dumps(bundle))
+        return DeliveryReport(dead=1)
+
     async def _send(self, bundle: dict[str, Any]) -> None:
+        """The transaction, tried again on a transient failure or a version conflict.
+
+        On a conflict someone changed a Flag between our read and our write: each try re-reads
+        the Flags and rebuilds the batch, so it is the new request that goes, not the stale one.
+        """
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(RetryableDeliveryError),
+            retry=retry_if_exception_type((RetryableDeliveryError, ConflictError)),
             wait=self._wait, stop=stop_after_attempt(self.tries), reraise=True)
         async for attempt in retrying:
             with attempt:
                 guarded = await self._guard_flags(copy.deepcopy(bundle))  # re-read each try
-                try:
-                    await self.client.transaction(guarded)
-                except PermanentDeliveryError as error:
-                    if error.status == HTTPStatus.PRECONDITION_FAILED and "conflict" in str(
-                            error).lower():
-                        # Someone changed the Flag between our read and our write: read again.
-                        raise RetryableDeliveryError(error.status, error.reason) from error
-                    raise
+                await self.client.transaction(guarded)
 
     async def _guard_flags(self, bundle: dict[str, Any]) -> dict[str, Any]:
         """Write each Flag over what the server holds now, never lowering it, never reviving it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from fhir.resources.R4B.flag import Flag
 
@@ -164,3 +165,30 @@ def test_never_lower_still_escalates_past_the_server() -> None:
     merged = never_lower(ours, theirs)
     assert merged["code"]["coding"][0]["code"] == "disengagement-persistent"
     assert merged["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "PM"
+
+
+@pytest.mark.parametrize(
+    "flag_state_",
+    [state("disengagement-repeat", "PM", T1, ("Appointment/a1", "Encounter/e1")),
+     FlagState("over-engagement", "over-engagement", "PH", "clinical", T3, ())],
+    ids=["engagement", "over-engagement"])
+def test_flag_state_reads_back_what_flag_resource_wrote(
+    systems: CodeSystems, flag_state_: FlagState
+) -> None:
+    """The pipeline escalates its stored Flag: reading it back must lose nothing."""
+    from fhir_engagement.decisions.flag import flag_state
+
+    resource = flag_resource("fe-flag-3", flag_state_, {"reference": "Patient/p1"}, systems)
+    assert flag_state(orjson.loads(orjson.dumps(resource))) == flag_state_
+
+
+def test_never_lower_ranks_a_code_it_does_not_know_lowest() -> None:
+    """A person may have put a code of their own on the server's Flag: ours is not lowered by it."""
+    from fhir_engagement.decisions.flag import never_lower
+
+    ours = _flag("disengagement-single", "PL", "2026-02-01T10:00:00+00:00")
+    theirs = _flag("something-local", "PX", "2026-03-01T10:00:00+00:00", "server-1")
+    merged = never_lower(ours, theirs)
+    assert merged["code"]["coding"][0]["code"] == "disengagement-single"
+    assert merged["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "PL"
+    assert merged["period"] == {"start": "2026-02-01T10:00:00+00:00"}
