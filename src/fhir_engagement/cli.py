@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import date
@@ -17,14 +18,14 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import orjson
-from aiohttp import web
 
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import ConfigError, DeliveryError, ReportError, StoreError
 from fhir_engagement.fhirserver.subscribe import subscribe
-from fhir_engagement.live.app import build_app
+from fhir_engagement.live.app import build_app, open_exposure
 from fhir_engagement.live.deadletters import drop_inbox_item, retry_dead_letter, retry_inbox_item
+from fhir_engagement.live.http import serve
 from fhir_engagement.live.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.observability import setup_logging
 from fhir_engagement.pipeline import Engine, Pipeline, load_engine
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(engine, settings, sys.stdout)
         if args.command == "serve":
-            return _serve(engine, settings)
+            return _serve(engine, settings, args.insecure)
         if args.command == "deadletter":
             return _deadletter(args, engine, settings, sys.stdout)
         if args.command == "inbox":
@@ -112,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--mllp-port", type=int, help="MLLP port for HL7 v2 feeds (off by default)")
     sv.add_argument("--store", help="SQLite file that keeps state")
     sv.add_argument("--fhir-base", help="the FHIR server to read context from and write back to")
+    sv.add_argument("--insecure", action="store_true", help="listen beyond this machine without "
+                    "credentials (warned at every start; for a network you trust completely)")
     _report_parser(sub)
     return parser
 
@@ -248,12 +251,20 @@ def _found(found: bool, item: int) -> int:
     return EXIT_OK
 
 
-def _serve(engine: Engine, settings: Settings) -> int:
+def _serve(engine: Engine, settings: Settings, insecure: bool) -> int:
     setup_logging()
+    refusal = open_exposure(settings)
+    if refusal and not insecure:
+        print(f"fhir-engagement serve: {refusal}; set the credentials (FHIR_ENGAGEMENT_NOTIFY_TOKEN, "
+              "FHIR_ENGAGEMENT_READ_TOKEN) or, knowingly, --insecure", file=sys.stderr)
+        return EXIT_USAGE
+    if refusal:
+        logging.getLogger("fhir_engagement.serve").warning(
+            "--insecure: %s; anyone who can reach it can raise Flags and Tasks on any child",
+            refusal)
     store = open_store(settings.store)
     try:
-        web.run_app(build_app(settings, engine, store), host=settings.host, port=settings.port,
-                    print=None)
+        asyncio.run(serve(build_app(settings, engine, store), settings))
     except OSError as exc:  # a port in use, an address not on this machine
         print(f"fhir-engagement serve: cannot listen (HTTP {settings.host}:{settings.port}, "
               f"MLLP {settings.mllp_host}:{settings.mllp_port}): {exc.strerror or exc}",
@@ -262,7 +273,6 @@ def _serve(engine: Engine, settings: Settings) -> int:
     finally:
         store.close()
     return EXIT_OK
-
 
 def _summary(result: ReplayResult, out: Path | None, store: str, err: TextIO) -> None:
     stats = result.stats

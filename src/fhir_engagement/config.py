@@ -68,7 +68,15 @@ class Settings(BaseModel):
     # notifications pushed to serve: the credential senders must present (environment only:
     # FHIR_ENGAGEMENT_NOTIFY_TOKEN), the largest body taken (413 above it)
     notify_token: str | None = None
+    # the credential for /dashboard, /metrics and /readyz's details (FHIR_ENGAGEMENT_READ_TOKEN);
+    # without one, those take the notify credential; with neither, they are open (loopback only)
+    read_token: str | None = None
     max_body: int = 10 * 1024 * 1024
+    # serve's HTTP limits (live/http.py): slow or many clients must not starve the listener
+    header_timeout: float = 10.0  # seconds for a new connection's request headers
+    body_timeout: float = 30.0  # seconds to receive a pushed body
+    keepalive_timeout: float = 15.0  # idle seconds before a kept-alive connection is closed
+    max_connections: int = 512
     # SMART Backend Services / NHS signed-JWT client credentials (instead of fhir_token)
     auth_token_url: str | None = None
     auth_client_id: str | None = None

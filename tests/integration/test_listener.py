@@ -93,7 +93,7 @@ async def test_handshake_and_heartbeat_are_answered_and_recorded(
     for name in ("handshake_bundle_example.json", "heartbeat_bundle_example.json"):
         status, _ = await _post(http, f"{listener.url}/notify", (inferno / name).read_bytes())
         assert status == 200
-    async with http.get(f"{listener.url}/metrics") as resp:
+    async with http.get(f"{listener.url}/metrics", headers=AUTH) as resp:
         metrics = await resp.text()
     assert ('fhir_engagement_subscription_last_seen{subscription='
             '"https://fhirserver.org/fhir/Subscription/123",type="heartbeat"}') in metrics

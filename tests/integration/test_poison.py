@@ -125,7 +125,7 @@ async def _mllp(port: int, messages: list[bytes]) -> list[str]:
 
 
 async def _ready(http: aiohttp.ClientSession, url: str) -> int:
-    async with http.get(f"{url}/readyz") as resp:
+    async with http.get(f"{url}/readyz") as resp:  # the status is for anyone (load balancers)
         return resp.status
 
 
@@ -173,8 +173,11 @@ async def test_poison_then_100_no_shows_all_become_tasks_and_readyz_tells_the_tr
     assert await _ready(http, serve.url) == 200
     reasons = [reason for _, reason, _ in serve.store.dead_letters()]
     assert len(reasons) >= 4, reasons  # the year-0001 push, the deep nesting, the v2 poison...
-    async with http.get(f"{serve.url}/metrics") as resp:
-        assert "worker restarts" not in await resp.text()  # no worker ever stopped
+    async with http.get(f"{serve.url}/metrics", headers=AUTH) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert "fhir_engagement" in text
+    assert "worker restarts" not in text  # no worker ever stopped
 
 
 async def test_a_full_disk_stops_processing_readyz_says_so_and_all_is_processed_after(
@@ -189,6 +192,9 @@ async def test_a_full_disk_stops_processing_readyz_says_so_and_all_is_processed_
             break
         await asyncio.sleep(0.1)
     async with http.get(f"{serve.url}/readyz") as resp:
+        assert resp.status == 503
+        assert await resp.json() == {"ready": False}  # no details without the credential
+    async with http.get(f"{serve.url}/readyz", headers=AUTH) as resp:
         assert resp.status == 503
         body = await resp.json()
     assert any("fhir-inbox" in p for p in body["problems"]), body

@@ -39,7 +39,9 @@ from fhir_engagement.live.workers import Supervisor
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import Store
 
-__all__ = ["MLLP_SERVER", "PIPELINE", "build_app"]
+__all__ = ["MLLP_SERVER", "PIPELINE", "build_app", "open_exposure"]
+
+_LOOPBACK = ("127.", "::1", "localhost")
 
 
 def build_app(settings: Settings, engine: Engine, store: Store) -> web.Application:
@@ -54,6 +56,21 @@ def build_app(settings: Settings, engine: Engine, store: Store) -> web.Applicati
     if settings.mllp_port is not None:
         app.cleanup_ctx.append(_mllp)
     return app
+
+
+def open_exposure(settings: Settings) -> str:
+    """Why these settings would expose the adapter without credentials ('' when they do not).
+
+    On loopback only this machine can reach it (development, or a proxy that authenticates);
+    on any other address both credentials are needed: pushes raise Flags and Tasks on children,
+    and the read endpoints show counts and state of a safeguarding service.
+    """
+    missing = [name for name, value in (("notify", settings.notify_token),
+                                         ("read", settings.read_token)) if not value]
+    if missing and not settings.host.startswith(_LOOPBACK):
+        return (f"HTTP would listen on {settings.host}, beyond this machine, with no "
+                f"{' or '.join(missing)} credential")
+    return ""
 
 
 async def _mllp(app: web.Application) -> AsyncIterator[None]:

@@ -15,20 +15,39 @@ from aiohttp import web
 from fhir_engagement.errors import NotificationError, StoreError
 from fhir_engagement.live.keys import SETTINGS
 
-__all__ = ["check_credential", "errors", "outcome"]
+__all__ = ["check_credential", "check_read", "errors", "may_read", "outcome"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_ISSUE_CODES = {HTTPStatus.UNAUTHORIZED: "login", HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
+                HTTPStatus.NOT_FOUND: "not-found", HTTPStatus.REQUEST_TIMEOUT: "timeout"}
 
 
 def check_credential(request: web.Request) -> None:
-    """A bearer token or shared-secret header, compared in constant time."""
+    """The notify credential: a bearer token or shared-secret header, compared in constant time."""
     secret = request.app[SETTINGS].notify_token
-    if not secret:
-        return
+    if secret and not _presented(request, secret):
+        raise web.HTTPUnauthorized(reason="a valid bearer token or X-Engagement-Secret is needed")
+
+
+def may_read(request: web.Request) -> bool:
+    """Whether the request carries the read credential (the notify one when none is set).
+
+    With neither set, reading is open: ``serve`` then listens on loopback only (app.py).
+    """
+    settings = request.app[SETTINGS]
+    secret = settings.read_token or settings.notify_token
+    return not secret or _presented(request, secret)
+
+
+def check_read(request: web.Request) -> None:
+    if not may_read(request):
+        raise web.HTTPUnauthorized(reason="the read credential is needed (bearer token)")
+
+
+def _presented(request: web.Request, secret: str) -> bool:
     given = request.headers.get("X-Engagement-Secret") or request.headers.get(
         "Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), secret.encode()):
-        raise web.HTTPUnauthorized(reason="a valid bearer token or X-Engagement-Secret is needed")
+    return hmac.compare_digest(given.encode(), secret.encode())
 
 
 def outcome(status: int, code: str, text: str, where: str = "",
@@ -56,8 +75,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as error:
         if error.status < HTTPStatus.BAD_REQUEST:
             raise
-        code = {HTTPStatus.UNAUTHORIZED: "login", HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "too-costly",
-                HTTPStatus.NOT_FOUND: "not-found"}.get(HTTPStatus(error.status), "invalid")
+        code = _ISSUE_CODES.get(HTTPStatus(error.status), "invalid")
         text = (error.text or "").removeprefix(f"{error.status}: ")
         default = HTTPStatus(error.status).phrase
         return outcome(error.status, code, error.reason if text == default else text)

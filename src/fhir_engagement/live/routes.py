@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from http import HTTPStatus
 
@@ -19,7 +20,7 @@ from fhir_engagement.live.keys import (
     WAKE,
 )
 from fhir_engagement.live.metrics import metrics
-from fhir_engagement.live.middleware import check_credential, outcome
+from fhir_engagement.live.middleware import Handler, check_credential, check_read, may_read, outcome
 from fhir_engagement.reports.dashboard import dashboard_handler
 
 __all__ = ["add_routes"]
@@ -30,12 +31,21 @@ def add_routes(app: web.Application) -> None:
     engine = app[ENGINE]
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", _reader(metrics))
     app.router.add_post("/notify", notify)
     app.router.add_put("/notify/{type}/{id}", notify)
     app.router.add_delete("/notify/{type}/{id}", deleted)
-    app.router.add_get("/dashboard", dashboard_handler(app[STORE], engine.rules.timezone,
-                                                         engine.systems))
+    app.router.add_get("/dashboard", _reader(dashboard_handler(app[STORE], engine.rules.timezone,
+                                                                  engine.systems)))
+
+
+def _reader(handler: Handler) -> Handler:
+    """A route that shows the service's state: the read credential first."""
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        check_read(request)
+        return await handler(request)
+
+    return guarded
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -44,7 +54,11 @@ async def healthz(_: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: every worker runs, the inbox moves, the store and the FHIR server (if any) answer."""
+    """Ready: every worker runs, the inbox moves, the store and the FHIR server (if any) answer.
+
+    Anyone may ask whether (a load balancer must); what is wrong is for holders of the read
+    credential only, and never names a secret, a URL or a path.
+    """
     problems = [f"worker {name} is down ({why}), restarting"
                 for name, why in sorted(request.app[SUPERVISOR].down().items())]
     try:
@@ -62,13 +76,20 @@ async def readyz(request: web.Request) -> web.Response:
         except DeliveryError as error:
             problems.append(f"FHIR server: not answering (HTTP {error.status or 'no answer'})")
     status = HTTPStatus.SERVICE_UNAVAILABLE if problems else HTTPStatus.OK
-    return web.json_response({"ready": not problems, "problems": problems}, status=status)
+    body: dict[str, object] = {"ready": not problems}
+    if may_read(request):
+        body["problems"] = problems
+    return web.json_response(body, status=status)
 
 
 async def notify(request: web.Request) -> web.Response:
     """A push: checked, kept, then 200. Processing happens after, in the FHIR inbox worker."""
     check_credential(request)
-    body = await request.read()
+    try:
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout):
+            body = await request.read()
+    except TimeoutError as exc:  # a slow sender must not hold a connection for ever
+        raise web.HTTPRequestTimeout(reason="the body did not arrive in time") from exc
     notice = request.app[FHIR_INBOX].accept(body, f"http {request.method} {request.path}",
                                             request.match_info.get("type"),
                                             request.match_info.get("id"))
