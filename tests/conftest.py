@@ -59,7 +59,7 @@ def require_realdata() -> Path:
     return REALDATA
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")  # module scope: before the module's own fixtures
 def _realdata_is_there(request: pytest.FixtureRequest) -> None:
     """Every test in a module that imports REALDATA needs it: fail clearly before it reads it."""
     if getattr(request.module, "REALDATA", None) is REALDATA:
