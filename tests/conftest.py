@@ -13,13 +13,15 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from fhir_engagement.config import Settings
+from fhir_engagement.errors import StoreError
 from fhir_engagement.pipeline import Engine, load_engine
-from fhir_engagement.store import SqliteStore
+from fhir_engagement.store import SqliteStore, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -122,3 +124,35 @@ async def serve_app(app: web.Application) -> AsyncIterator[Served]:
         yield Served(port, f"http://127.0.0.1:{port}")
     finally:
         await runner.cleanup()
+
+
+# The Store methods that change durable state (buffered or not); test_conftest checks the names.
+STORE_WRITES = frozenset({
+    "start_run", "commit", "add_patient", "add_status", "add_event_aliases", "add_signal",
+    "retract", "put_output", "enqueue_delivery", "delivery_done", "delivery_retry",
+    "delivery_dead", "delivery_again", "subscription_seen", "set_meta", "inbox_put",
+    "inbox_done", "dead_letter", "forget_dead_letter", "record_access"})
+
+
+class RefusingStore:
+    """A real store that, while ``refusing`` is set, raises StoreError on every write.
+
+    What a full disk or a read-only mount looks like to the adapter, through the Store interface
+    only (no reaching into the SQLite connection); reads still answer.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.refusing = False
+
+    def __getattr__(self, name: str) -> Any:
+        if self.refusing and name in STORE_WRITES:
+            return _refuse(name)
+        return getattr(self.store, name)
+
+
+def _refuse(name: str) -> Callable[..., Any]:
+    def refuse(*_args: object, **_kwargs: object) -> Any:
+        raise StoreError(f"{name}: the store refuses writes (a test's full disk)")
+
+    return refuse
