@@ -131,7 +131,8 @@ STORE_WRITES = frozenset({
     "start_run", "commit", "add_patient", "add_status", "add_event_aliases", "add_signal",
     "retract", "put_output", "enqueue_delivery", "delivery_done", "delivery_retry",
     "delivery_dead", "delivery_again", "subscription_seen", "set_meta", "inbox_put",
-    "inbox_done", "dead_letter", "forget_dead_letter", "record_access"})
+    "inbox_done", "inbox_failed", "inbox_set_state", "dead_letter", "forget_dead_letter",
+    "record_access"})
 
 
 class RefusingStore:
