@@ -16,7 +16,7 @@ from fhir_engagement.live.app import MLLP_SERVER, PIPELINE, build_app
 from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store import SqliteStore
-from tests.conftest import MAPPINGS
+from tests.conftest import MAPPINGS, RefusingStore
 from tests.hl7v2.messages import adt, nhs_number, siu
 
 
@@ -24,14 +24,14 @@ from tests.hl7v2.messages import adt, nhs_number, siu
 class Listener:
     port: int
     pipeline: Pipeline
-    store: SqliteStore
+    store: RefusingStore  # a real SqliteStore that a test can make refuse writes
 
 
 async def _start(tmp_path: Path, engine: Engine, **limits: object) -> tuple[web.AppRunner, Listener]:
     settings = Settings(mappings_dir=MAPPINGS, store=str(tmp_path / "state.sqlite3"), mllp_port=0,
                         **limits)
-    store = SqliteStore(settings.store)
-    app = build_app(settings, engine, store)
+    store = RefusingStore(SqliteStore(settings.store))
+    app = build_app(settings, engine, store)  # type: ignore[arg-type]
     runner = web.AppRunner(app)
     await runner.setup()
     port = app[MLLP_SERVER].port
@@ -142,10 +142,10 @@ async def test_store_unavailable_gets_ar_so_the_sender_keeps_the_message(
     listener: Listener,
 ) -> None:
     client = await _connect(listener.port)
-    listener.store._db.execute("PRAGMA query_only=ON")  # the database refuses every write
+    listener.store.refusing = True  # the database refuses every write
     refused = await client.send(siu("S26", "r1", "A4", "20260302100000", nhs_number(8)))
     assert refused[1:3] == ["AR", "r1"]
-    listener.store._db.execute("PRAGMA query_only=OFF")
+    listener.store.refusing = False
     assert (await client.send(siu("S26", "r1", "A4", "20260302100000", nhs_number(8))))[1] == "AA"
     await client.close()
 

@@ -1,38 +1,14 @@
-"""The fast v2 parser against hl7apy (the design card's library) as an independent oracle."""
+"""The fast v2 parser (ingest/v2parse.py); test_oracle.py compares it with hl7apy field by field."""
 
 from __future__ import annotations
 
 import pytest
-from hl7apy.parser import parse_message as hl7apy_parse
 
 from fhir_engagement.errors import MessageError
 from fhir_engagement.ingest.v2parse import parse_message, split_messages
 from tests.conftest import REALDATA
 
 V2_FILES = sorted(p for p in (REALDATA / "hl7v2").rglob("*.hl7") if "bad" not in p.name)
-
-
-def _messages() -> list[tuple[str, bytes]]:
-    out = []
-    for path in V2_FILES:
-        for n, raw in enumerate(split_messages(path.read_bytes()), 1):
-            out.append((f"{path.relative_to(REALDATA)}#{n}", raw))
-    return out
-
-
-@pytest.mark.parametrize(("name", "raw"), _messages(), ids=lambda v: v if isinstance(v, str) else "")
-def test_fields_read_match_hl7apy(name: str, raw: bytes) -> None:
-    ours = parse_message(raw)
-    theirs = hl7apy_parse(raw.decode("utf-8", "replace"), find_groups=False, validation_level=2)
-    msh9 = theirs.msh.msh_9
-    assert ours.message_type == f"{msh9.msh_9_1.value}^{msh9.msh_9_2.value}"
-    assert ours.control_id == theirs.msh.msh_10.value
-    pid = [s for s in theirs.children if s.name == "PID"]
-    if pid:
-        expected_birth = pid[0].pid_7.value.split("^")[0] if pid[0].pid_7.value else ""
-        assert ours.get("PID-7.1") == ("" if expected_birth == '""' else expected_birth)
-        first_id = pid[0].pid_3.value.split("~")[0].split("^")[0] if pid[0].pid_3.value else ""
-        assert ours.get("PID-3.1") == ("" if first_id == '""' else first_id)
 
 
 def test_files_with_lf_crlf_bom_and_batch_wrappers_split_into_messages() -> None:

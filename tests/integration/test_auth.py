@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fhir_engagement.errors import AuthRequiredError
 from fhir_engagement.fhirserver.auth import BackendServicesAuth
 from fhir_engagement.fhirserver.client import FhirClient
+from tests.conftest import serve_app
 
 
 def _keys(algorithm: str) -> tuple[str, object]:
@@ -66,13 +67,8 @@ async def token_server(request: pytest.FixtureRequest) -> AsyncIterator[tuple[st
         return web.json_response({"resourceType": "CapabilityStatement"})
 
     app.router.add_get("/fhir/metadata", fhir)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", pem, server
-    await runner.cleanup()
+    async with serve_app(app) as served:
+        yield served.url, pem, server
 
 
 async def test_assertion_claims_cache_and_refresh(token_server: tuple[str, str, TokenServer]) -> None:

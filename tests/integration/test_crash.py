@@ -5,23 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 
+from tests.conftest import free_port
 from tests.integration.conftest import FhirServer
 
 STREAM = 1000
 NO_SHOWS = 100  # every tenth event, each a different child: one review-impact Task each
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(port: int, store: Path, base: str) -> subprocess.Popen[bytes]:
@@ -78,7 +72,7 @@ async def _tasks_on_server(http: aiohttp.ClientSession, base: str) -> list[str]:
 async def test_kill_9_mid_stream_then_restart_every_decision_once(
     fhir_server: FhirServer, tmp_path: Path
 ) -> None:
-    port, store = _free_port(), tmp_path / "serve.sqlite3"
+    port, store = free_port(), tmp_path / "serve.sqlite3"
     url = f"http://127.0.0.1:{port}"
     server = _serve(port, store, fhir_server.base_url)
     try:

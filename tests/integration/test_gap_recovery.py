@@ -21,7 +21,7 @@ from fhir_engagement.config import Settings
 from fhir_engagement.live.app import PIPELINE, build_app
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.store import SqliteStore
-from tests.conftest import MAPPINGS
+from tests.conftest import MAPPINGS, serve_app
 
 SUB = "Subscription/sub-1"
 
@@ -74,13 +74,8 @@ async def events_server() -> AsyncIterator[tuple[str, list[str]]]:
     app.router.add_get("/fhir/metadata", metadata)
     app.router.add_get("/fhir/Subscription/{id}/$events", events)
     app.router.add_route("*", "/fhir/{tail:.*}", anything)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/fhir", asked
-    await runner.cleanup()
+    async with serve_app(app) as served:
+        yield f"{served.url}/fhir", asked
 
 
 async def test_lost_events_are_asked_for_with_events(
@@ -90,24 +85,18 @@ async def test_lost_events_are_asked_for_with_events(
     settings = Settings(mappings_dir=MAPPINGS, store=str(tmp_path / "s.sqlite3"), fhir_base=base)
     store = SqliteStore(settings.store)
     app = build_app(settings, engine, store)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
     try:
-        async with aiohttp.ClientSession() as http:
+        async with serve_app(app) as served, aiohttp.ClientSession() as http:
             for numbers in ([1], [4]):  # events 2 and 3 never arrive
-                async with http.post(f"{url}/notify",
+                async with http.post(f"{served.url}/notify",
                                      data=json.dumps(_notification(numbers))) as resp:
                     assert resp.status == 200
-        stats = app[PIPELINE].stats
-        for _ in range(40):  # bounded: 10 s
-            if stats["signal not-brought"] == 4:
-                break
-            await asyncio.sleep(0.25)
+            stats = app[PIPELINE].stats
+            for _ in range(40):  # bounded: 10 s
+                if stats["signal not-brought"] == 4:
+                    break
+                await asyncio.sleep(0.25)
     finally:
-        await runner.cleanup()
         store.close()
     assert stats["event gaps"] == 1
     assert asked == [f"/fhir/{SUB}/$events?eventsSinceNumber=2&eventsUntilNumber=3"

@@ -18,7 +18,7 @@ from fhir_engagement.fhirserver.subscribe import subscribe
 from fhir_engagement.live.app import PIPELINE, build_app
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.store import SqliteStore
-from tests.conftest import MAPPINGS, REALDATA
+from tests.conftest import MAPPINGS, REALDATA, RefusingStore, serve_app
 from tests.integration.conftest import FhirServer
 
 SECRET = "s3cret-for-tests"
@@ -28,7 +28,7 @@ AUTH = {"Authorization": f"Bearer {SECRET}"}
 @dataclass
 class Listener:
     url: str
-    store: SqliteStore
+    store: RefusingStore  # a real SqliteStore that a test can make refuse writes
     app: web.Application
 
 
@@ -37,16 +37,12 @@ async def listener(fhir_server: FhirServer, engine: Engine, tmp_path: Path
                    ) -> AsyncIterator[Listener]:
     settings = Settings(mappings_dir=MAPPINGS, store=str(tmp_path / "s.sqlite3"),
                         fhir_base=fhir_server.base_url, notify_token=SECRET, max_body=65536)
-    store = SqliteStore(settings.store)
-    app = build_app(settings, engine, store)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield Listener(f"http://127.0.0.1:{port}", store, app)
-    await runner.cleanup()
-    store.close()
+    sqlite = SqliteStore(settings.store)
+    store = RefusingStore(sqlite)
+    app = build_app(settings, engine, store)  # type: ignore[arg-type]
+    async with serve_app(app) as served:
+        yield Listener(served.url, store, app)
+    sqlite.close()
 
 
 async def _post(http: aiohttp.ClientSession, url: str, body: bytes,
@@ -79,11 +75,11 @@ async def test_no_credential_401_too_large_413_store_down_503(
     assert (status, outcome["issue"][0]["code"]) == (401, "login")  # type: ignore[index]
     status, _ = await _post(http, f"{listener.url}/notify", b"{" + b" " * 70000 + b"}")
     assert status == 413
-    listener.store._db.execute("PRAGMA query_only=ON")  # the database refuses every write
+    listener.store.refusing = True  # the database refuses every write
     async with http.post(f"{listener.url}/notify", data=appointment, headers=AUTH) as resp:
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "5"
-    listener.store._db.execute("PRAGMA query_only=OFF")
+    listener.store.refusing = False
 
 
 async def test_handshake_and_heartbeat_are_answered_and_recorded(

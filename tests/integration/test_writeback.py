@@ -23,6 +23,7 @@ from fhir_engagement.live.outbox import Outbox
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
+from fhir_engagement.store.base import OutputRow
 from tests.conftest import SCENARIOS
 from tests.hl7v2.messages import nhs_number
 from tests.integration.conftest import FhirServer
@@ -117,9 +118,13 @@ async def test_a_refused_batch_goes_to_the_dead_letter_store(
     store = SqliteStore(str(tmp_path / "s.sqlite3"))
     try:
         replay([SCENARIOS / "01-single-wnb-no-status"], engine, store)
-        store._db.execute(  # break the queued Task so that the server refuses it (a real 400)
-            "UPDATE outputs SET resource = CAST(replace(CAST(resource AS TEXT), "
-            "'\"intent\":\"order\"', '\"intent\":7') AS BLOB) WHERE kind = 'Task'")
+        # Break the queued Task so that the server refuses it (a real 400): the same output id
+        # written again replaces it, as a re-decided output would.
+        (task,) = store.outputs_of_kind("Task")
+        broken = task.resource.replace(b'"intent":"order"', b'"intent":7')
+        assert broken != task.resource
+        store.put_output(OutputRow(task.id, task.kind, task.child, broken), store.start_run("break"))
+        store.commit()
         async with aiohttp.ClientSession() as session:
             report = await Outbox(store, FhirClient(fhir_server.base_url, session)).run_once()
         assert (report.delivered, report.dead) == (0, 1)

@@ -21,6 +21,7 @@ from fhir_engagement.errors import (
     RetryableDeliveryError,
 )
 from fhir_engagement.fhirserver.client import FhirClient, _answer, _retry_after, outcome_text
+from tests.conftest import serve_app
 
 OUTCOME = orjson.dumps({"resourceType": "OperationOutcome",
                         "issue": [{"severity": "error", "code": "invalid",
@@ -134,15 +135,8 @@ async def serving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]
     """A real aiohttp server on a free loopback port; yields its /fhir base URL."""
     app = web.Application()
     app.router.add_route("*", "/fhir/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/fhir"
-    finally:
-        await runner.cleanup()
+    async with serve_app(app) as served:
+        yield f"{served.url}/fhir"
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.live.outbox import Outbox
 from fhir_engagement.store import SqliteStore
 from fhir_engagement.store.base import OutputRow
+from tests.conftest import serve_app
 
 BATCHES = ("b1", "b2", "b3")
 SETTLE = 10.0  # seconds the worker gets to deliver three batches from a loopback server
@@ -69,13 +70,9 @@ async def fhir() -> AsyncIterator[FakeFhir]:
     app = web.Application()
     app.router.add_post("/fhir", transaction)
     app.router.add_get("/fhir/Flag", flags)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/fhir"  # type: ignore[union-attr]
-    yield server
-    await runner.cleanup()
+    async with serve_app(app) as served:
+        server.base = f"{served.url}/fhir"
+        yield server
 
 
 def _flag(child: str, priority: str = "PM") -> dict[str, Any]:

@@ -1,0 +1,255 @@
+"""SqliteStore (store/sqlite.py) on a real SQLite file: every table's round trip, and what a commit keeps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
+from fhir_engagement.store import SqliteStore
+from fhir_engagement.store.base import OutputRow
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+NHS = "9434765919"
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "state.sqlite3")
+
+
+@pytest.fixture
+def db(path: str) -> Iterator[SqliteStore]:
+    store = SqliteStore(path)
+    yield store
+    store.close()
+
+
+def _reopen(store: SqliteStore, path: str) -> SqliteStore:
+    store.close()
+    return SqliteStore(path)
+
+
+def _item(key: str, days: int, signal: str = "not-brought") -> HistoryItem:
+    return HistoryItem(key, signal, T0 + timedelta(days=days), "paeds", "Organization/o1")
+
+
+# -- the inbox ------------------------------------------------------------------------------
+def test_inbox_keeps_a_message_once_per_sender_and_control_id(db: SqliteStore) -> None:
+    assert db.inbox_put("mllp", "PAS|RXQ", "c1", "mllp:2575", b"one")
+    assert not db.inbox_put("mllp", "PAS|RXQ", "c1", "mllp:2575", b"one again")  # a re-send
+    assert db.inbox_put("mllp", "LAB|RXQ", "c1", "mllp:2575", b"other sender")
+    assert db.inbox_put("fhir", "push", "c1", "notify", b"other channel")
+    pending = db.inbox_pending(10)
+    assert [raw for _, _, raw in pending] == [b"one", b"other sender"]
+    assert [raw for _, _, raw in db.inbox_pending(10, "fhir")] == [b"other channel"]
+    assert db.inbox_depth()[0] == 3
+
+
+def test_inbox_done_leaves_only_what_is_still_pending(db: SqliteStore) -> None:
+    for i in range(3):
+        db.inbox_put("mllp", "PAS|RXQ", f"c{i}", "mllp", f"m{i}".encode())
+    first, second, _ = (row[0] for row in db.inbox_pending(10))
+    db.inbox_done([first, second])
+    assert [raw for _, _, raw in db.inbox_pending(10)] == [b"m2"]
+    assert db.inbox_depth()[0] == 1
+    assert not db.inbox_put("mllp", "PAS|RXQ", "c0", "mllp", b"m0")  # done is still remembered
+
+
+def test_inbox_failures_count_attempts_and_quarantine_takes_an_item_out(db: SqliteStore) -> None:
+    db.inbox_put("mllp", "PAS|RXQ", "c1", "mllp", b"poison")
+    (item, _, _), = db.inbox_pending(1)
+    assert db.inbox_failed(item, "boom") == 1
+    assert db.inbox_failed(item, "boom again") == 2
+    assert db.inbox_set_state(item, "quarantined")
+    assert db.inbox_pending(10) == []
+    (row,) = db.inbox_rows(["quarantined"])
+    assert (row.attempts, row.last_error) == (2, "boom again")
+    assert db.inbox_set_state(item, "pending")  # a person retries it: attempts start again
+    assert db.inbox_rows(["pending"])[0].attempts == 0
+    assert not db.inbox_set_state(item + 100, "dropped")
+
+
+# -- dead letters ---------------------------------------------------------------------------
+def test_dead_letters_round_trip_and_can_be_forgotten(db: SqliteStore, path: str) -> None:
+    db.dead_letter("replay:a.json", "not FHIR", b"\x00raw bytes")
+    db.dead_letter("notify", "no resourceType", b"{}")
+    db.commit()
+    db = _reopen(db, path)
+    try:
+        assert db.dead_letters() == [("replay:a.json", "not FHIR", b"\x00raw bytes"),
+                                     ("notify", "no resourceType", b"{}")]
+        (first, _, origin, reason), second = db.dead_letter_rows()
+        assert (origin, reason) == ("replay:a.json", "not FHIR")  # listed without the raw input
+        assert db.dead_letter_raw(first) == ("replay:a.json", b"\x00raw bytes")
+        db.forget_dead_letter(first)
+        assert [row[0] for row in db.dead_letter_rows()] == [second[0]]
+        assert db.dead_letter_raw(first) is None
+    finally:
+        db.close()
+
+
+# -- outputs --------------------------------------------------------------------------------
+def test_outputs_belong_to_their_run_and_a_rewrite_replaces(db: SqliteStore) -> None:
+    run1, run2 = db.start_run("first"), db.start_run("second")
+    db.put_output(OutputRow("f1", "Flag", "nhs:1", b'{"v":1}'), run1)
+    db.put_output(OutputRow("t1", "Task", "nhs:1", b'{"t":1}'), run1)
+    db.put_output(OutputRow("f1", "Flag", "nhs:1", b'{"v":2}'), run2)  # the Flag escalated
+    assert db.has_output("t1")
+    assert not db.has_output("nope")
+    assert db.output("f1") == OutputRow("f1", "Flag", "nhs:1", b'{"v":2}')
+    assert [r.id for r in db.run_outputs(run1)] == ["t1"]
+    assert [r.resource for r in db.run_outputs(run2)] == [b'{"v":2}']
+    assert [r.id for r in db.outputs_of_kind("Task")] == ["t1"]
+
+
+# -- the delivery queue ---------------------------------------------------------------------
+def _queued(db: SqliteStore, *batches: str) -> None:
+    run = db.start_run("test")
+    for batch in batches:
+        db.put_output(OutputRow(f"{batch}-task", "Task", "nhs:1", batch.encode()), run)
+        db.enqueue_delivery(batch, "nhs:1", [f"{batch}-task"])
+
+
+def test_deliveries_are_due_in_order_with_their_outputs(db: SqliteStore) -> None:
+    _queued(db, "b1", "b2", "b3")
+    assert db.due_deliveries(T0, 10) == [("b1", 0), ("b2", 0), ("b3", 0)]
+    assert db.due_deliveries(T0, 2) == [("b1", 0), ("b2", 0)]
+    assert [r.resource for r in db.delivery_outputs("b2")] == [b"b2"]
+    assert db.delivery_counts() == {"pending": 3}
+
+
+def test_delivery_done_retry_dead_and_again(db: SqliteStore) -> None:
+    _queued(db, "ok", "later", "refused")
+    now = datetime.now(UTC)
+    # As the outbox does: read what is due first. (delivery_done/retry/dead do not flush, so on a
+    # batch enqueued since the last flush they would change nothing.)
+    assert len(db.due_deliveries(now, 10)) == 3
+    db.delivery_done("ok")
+    db.delivery_retry("later", now + timedelta(minutes=5), "HTTP 503")
+    db.delivery_dead("refused", "HTTP 400")
+    assert db.due_deliveries(now, 10) == []  # the retry waits until its time
+    assert db.due_deliveries(now + timedelta(minutes=6), 10) == [("later", 1)]
+    assert db.delivery_counts() == {"done": 1, "pending": 1, "dead": 1}
+    assert db.delivery_again("refused")  # a person fixed the cause
+    assert not db.delivery_again("ok")  # only a dead batch comes back
+    assert ("refused", 1) in db.due_deliveries(now, 10)
+    assert db.delivery_counts() == {"done": 1, "pending": 2}
+
+
+# -- signals and history --------------------------------------------------------------------
+def test_history_is_in_time_order_and_before_a_moment(db: SqliteStore) -> None:
+    db.add_signal("nhs:1", _item("Appointment/b", 10), "child", "test")
+    db.add_signal("nhs:1", _item("Appointment/a", 0), "child", "test")
+    db.add_signal("nhs:1", _item("Appointment/c", 20), "child", "test")
+    before = db.history_before("nhs:1", T0 + timedelta(days=20))
+    assert [h.event_key for h in before] == ["Appointment/a", "Appointment/b"]
+    assert db.history_before("nhs:2", T0 + timedelta(days=30)) == []
+    assert set(db.signals_of("Appointment/b")) == {"not-brought"}
+    assert db.signals_of("Appointment/unknown") == {}
+
+
+def test_adult_signals_are_kept_but_are_no_child_history(db: SqliteStore) -> None:
+    db.add_signal("nhs:9", _item("Appointment/x", 0), "adult", "test")
+    assert db.history_before("nhs:9", T0 + timedelta(days=1)) == []
+    assert db.signals_of("Appointment/x")["not-brought"].retracted is False
+
+
+def test_a_retracted_signal_leaves_the_history_now_and_after_reopening(
+    db: SqliteStore, path: str
+) -> None:
+    for key, day in (("Appointment/a", 0), ("Appointment/b", 10)):
+        db.add_signal("nhs:1", _item(key, day), "child", "test")
+    db.commit()
+    db.retract("Appointment/a", "not-brought")
+    later = T0 + timedelta(days=30)
+    assert [h.event_key for h in db.history_before("nhs:1", later)] == ["Appointment/b"]
+    assert db.signals_of("Appointment/a")["not-brought"].retracted
+    db.commit()
+    db = _reopen(db, path)
+    try:
+        assert [h.event_key for h in db.history_before("nhs:1", later)] == ["Appointment/b"]
+    finally:
+        db.close()
+
+
+# -- patients and their aliases -------------------------------------------------------------
+def test_every_alias_of_a_child_resolves_to_one_key(db: SqliteStore) -> None:
+    db.add_patient(PatientFacts(("id:pas|123",), None, "2019-05-01"))
+    db.add_patient(PatientFacts((f"nhs:{NHS}", "id:pas|123"), NHS, None))  # PAS learns the NHS no.
+    db.add_patient(PatientFacts(("Patient/p9", f"nhs:{NHS}"), NHS, None))  # the FHIR twin
+    first = db.child_of("id:pas|123")
+    assert first is not None
+    assert first.key == "id:pas|123"  # the key a child was first known by stays
+    assert db.child_of(f"nhs:{NHS}") == first
+    assert db.child_of("Patient/p9") == first
+    assert first.birth_date == "2019-05-01"  # a later message without a birth date keeps it
+    assert db.child_of("Patient/unknown") is None
+
+
+def test_a_new_child_with_an_nhs_number_is_keyed_by_it(db: SqliteStore) -> None:
+    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, "2020"))
+    child = db.child_of("Patient/p1")
+    assert child is not None
+    assert (child.key, child.birth_date) == (f"nhs:{NHS}", "2020")
+
+
+def test_status_facts_are_found_by_any_alias_of_the_child(db: SqliteStore) -> None:
+    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, None))
+    fact = StatusFact("EpisodeOfCare/e1", "Patient/p1", frozenset({"cpp"}), T0, None, True)
+    db.add_status(fact)
+    assert db.status_facts(f"nhs:{NHS}") == [fact]
+
+
+# -- durability -----------------------------------------------------------------------------
+def test_what_was_committed_survives_close_and_reopen(db: SqliteStore, path: str) -> None:
+    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, "2020-01-01"))
+    db.add_event_aliases(["Appointment/a1", "urn:pas|a1"], "Appointment/a1")
+    db.add_signal(f"nhs:{NHS}", _item("Appointment/a1", 0), "child", "test")
+    run = db.start_run("durable")
+    db.put_output(OutputRow("t1", "Task", f"nhs:{NHS}", b"{}"), run)
+    db.enqueue_delivery("b1", f"nhs:{NHS}", ["t1"])
+    db.set_meta("k", "v")
+    db.commit()
+    db = _reopen(db, path)
+    try:
+        child = db.child_of("Patient/p1")
+        assert child is not None
+        assert (child.key, child.birth_date) == (f"nhs:{NHS}", "2020-01-01")
+        assert db.event_alias("urn:pas|a1") == "Appointment/a1"
+        assert [h.event_key for h in db.history_before(f"nhs:{NHS}", T0 + timedelta(days=1))] == [
+            "Appointment/a1"]
+        assert db.has_output("t1")
+        assert db.due_deliveries(T0, 10) == [("b1", 0)]
+        assert db.meta("k") == "v"
+    finally:
+        db.close()
+
+
+def test_what_was_not_committed_is_gone_after_reopening(db: SqliteStore, path: str) -> None:
+    db.add_patient(PatientFacts(("Patient/p1",), None, None))
+    db.add_signal("Patient/p1", _item("Appointment/a1", 0), "child", "test")
+    db.put_output(OutputRow("t1", "Task", "Patient/p1", b"{}"), db.start_run("lost"))
+    db.dead_letter("x", "y", b"z")
+    db = _reopen(db, path)  # closed without commit: a crash
+    try:
+        assert db.child_of("Patient/p1") is None
+        assert db.signals_of("Appointment/a1") == {}
+        assert not db.has_output("t1")
+        assert db.dead_letters() == []
+    finally:
+        db.close()
+
+
+def test_rollback_forgets_the_writes_since_the_last_commit(db: SqliteStore) -> None:
+    db.add_patient(PatientFacts(("Patient/kept",), None, None))
+    db.commit()
+    db.add_patient(PatientFacts(("Patient/half",), None, None))
+    db.dead_letter("x", "y", b"z")
+    db.rollback()
+    assert db.child_of("Patient/kept") is not None
+    assert db.child_of("Patient/half") is None
+    assert db.dead_letters() == []

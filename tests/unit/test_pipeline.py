@@ -1,0 +1,123 @@
+"""The pipeline (pipeline.py) on a real SQLite store with the shipped mappings and rules.
+
+Expected outputs checked by hand against shared/guidance/rules.md: a child's first not-brought
+with no known status is the "single" pattern (section 3), whose action is review-impact, routine,
+due in 2 working days, owned by the practitioner the appointment names, and no Flag (section 5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from fhir_engagement import pipeline as pipeline_module
+from fhir_engagement.errors import StoreError
+from fhir_engagement.model import Event
+from fhir_engagement.pipeline import Engine, Pipeline
+from fhir_engagement.store import SqliteStore
+
+CHILD = {"resourceType": "Patient", "id": "p-child", "birthDate": "2019-05-01"}
+
+
+def _noshow(appointment: str = "a1") -> dict[str, Any]:
+    # Wednesday 11 February 2026, 10:00 London: 2 working days on is Friday 13 February.
+    return {"resourceType": "Appointment", "id": appointment, "status": "noshow",
+            "start": "2026-02-11T10:00:00Z",
+            "participant": [{"actor": {"reference": "Patient/p-child"}, "status": "declined"},
+                            {"actor": {"reference": "Practitioner/dr-1"}, "status": "accepted"}]}
+
+
+def _bundle(*resources: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "collection",
+            "entry": [{"resource": r} for r in resources]}
+
+
+def _apply(pipeline: Pipeline, engine: Engine, document: dict[str, Any]) -> None:
+    raw = orjson.dumps(document)
+    read = engine.records.read_document(document, "test", raw)
+    assert read.rejected == []
+    pipeline.apply(read.records, raw)
+    pipeline.store.commit()
+
+
+def _events(engine: Engine, document: dict[str, Any]) -> list[Event]:
+    read = engine.records.read_document(document, "test", orjson.dumps(document))
+    return [r for r in read.records if isinstance(r, Event)]
+
+
+def _kinds(store: SqliteStore, run: int) -> list[str]:
+    return sorted(r.kind for r in store.run_outputs(run))
+
+
+def test_one_no_show_for_a_child_asks_for_a_routine_impact_review_and_raises_no_flag(
+    engine: Engine, store: SqliteStore
+) -> None:
+    run = store.start_run("test")
+    _apply(Pipeline(engine, store, run), engine, _bundle(CHILD, _noshow()))
+    outputs = store.run_outputs(run)
+    assert "Flag" not in [r.kind for r in outputs]
+    tasks = [orjson.loads(r.resource) for r in outputs if r.kind == "Task"]
+    assert len(tasks) == 1
+    (task,) = tasks
+    assert task["code"]["coding"][0]["code"] == "review-impact"
+    assert task["priority"] == "routine"
+    assert task["restriction"]["period"]["end"] == "2026-02-13T23:59:59+00:00"  # end of that day
+    assert task["owner"] == {"reference": "Practitioner/dr-1"}
+    assert task["focus"] == {"reference": "Appointment/a1"}
+    assert task["for"] == {"reference": "Patient/p-child"}
+    assert store.delivery_counts() == {"pending": 1}
+
+
+def test_the_same_event_twice_adds_nothing(engine: Engine, store: SqliteStore) -> None:
+    first = store.start_run("first")
+    _apply(Pipeline(engine, store, first), engine, _bundle(CHILD, _noshow()))
+    again = store.start_run("again")
+    pipeline = Pipeline(engine, store, again)
+    _apply(pipeline, engine, _bundle(CHILD, _noshow()))
+    assert store.run_outputs(again) == []
+    assert pipeline.stats["duplicates"] == 1
+    assert store.delivery_counts() == {"pending": 1}
+    assert _kinds(store, first) != []
+
+
+def test_an_unforeseen_failure_on_one_event_is_a_dead_letter_and_the_next_goes_on(
+    engine: Engine, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline(engine, store, store.start_run("test"))
+    for record in engine.records.read_document(CHILD, "test").records:
+        pipeline.accept_context(record)
+    (broken,) = _events(engine, _bundle(_noshow("a-broken")))
+    (fine,) = _events(engine, _bundle(_noshow("a-fine")))
+
+    def task_resource_that_fails(*_args: object, **_kwargs: object) -> dict[str, object]:
+        raise ZeroDivisionError  # a defect nobody foresaw, deep in building an output
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline_module, "task_resource", task_resource_that_fails)
+        rejection = pipeline.process_guarded(broken, b"the raw input")
+    assert rejection is not None
+    assert "ZeroDivisionError" in rejection.reason
+    (origin, reason, raw) = store.dead_letters()[0]
+    assert (origin, raw) == ("test entry[0].resource", b"the raw input")
+    assert "kept for a person to look at" in reason
+    assert pipeline.process_guarded(fine, b"{}") is None
+    assert pipeline.stats["signal not-brought"] >= 1
+    store.commit()
+    assert "Task" in _kinds(store, pipeline.run)
+
+
+def test_a_store_error_goes_up_so_the_input_is_not_marked_done(
+    engine: Engine, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = Pipeline(engine, store, store.start_run("test"))
+    (event,) = _events(engine, _bundle(_noshow()))
+
+    def full_disk(*_args: object, **_kwargs: object) -> None:
+        raise StoreError("database or disk is full")
+
+    monkeypatch.setattr(store, "add_signal", full_disk)
+    with pytest.raises(StoreError, match="disk is full"):
+        pipeline.process_guarded(event, b"{}")
+    assert store.dead_letters() == []
