@@ -49,9 +49,11 @@ class WorkingCalendar:
     last: date
 
     def __contains__(self, day: object) -> bool:
+        """``day in calendar``: a closed weekday (the check command and tests ask this way)."""
         return day in self.closed
 
     def __len__(self) -> int:
+        """How many closed weekdays it knows, for the check command's summary."""
         return len(self.closed)
 
     def knows(self, day: date) -> bool:
