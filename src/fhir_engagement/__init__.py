@@ -5,6 +5,7 @@ from __future__ import annotations
 from fhir_engagement.errors import (
     AuthRequiredError,
     BadAnswerError,
+    CalendarRangeError,
     ConfigError,
     ConflictError,
     DeliveryError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthRequiredError",
     "BadAnswerError",
+    "CalendarRangeError",
     "ConfigError",
     "ConflictError",
     "DeliveryError",

@@ -6,6 +6,7 @@
     │   └── RulesError
     ├── InputError             bad data from outside; the input is kept in the dead-letter store
     │   ├── RecordError        one FHIR record cannot be read (names file, position and JSON path)
+    │   │   └── CalendarRangeError  an event's due date falls outside the years the calendar knows
     │   ├── MessageError       one HL7 v2 message cannot be parsed or mapped (names segment/field)
     │   ├── FramingError       an MLLP block is malformed or too large
     │   ├── NotificationError  a pushed FHIR body cannot be used (-> 400 OperationOutcome)
@@ -30,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "AuthRequiredError",
     "BadAnswerError",
+    "CalendarRangeError",
     "ConfigError",
     "ConflictError",
     "DeliveryError",
@@ -81,6 +83,14 @@ class InputError(EngagementError):
 
 class RecordError(InputError):
     """One FHIR record (a resource, an NDJSON line, a Bundle entry) is unreadable."""
+
+
+class CalendarRangeError(RecordError):
+    """An event's working-day due date falls outside the years whose bank holidays are known.
+
+    A RecordError so that the event is dead-lettered for a person: a date counted there would
+    silently ignore bank holidays.
+    """
 
 
 class MessageError(InputError):

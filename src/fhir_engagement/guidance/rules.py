@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fhir_engagement.config import load_model, locate
 from fhir_engagement.errors import RulesError
+from fhir_engagement.guidance.workdays import NATIONS, WorkingCalendar, uk_calendar
 from fhir_engagement.model import ACTION_CODES, CONCERN_CODES
 
 __all__ = [
@@ -122,7 +123,15 @@ class RulesFile(_Strict):
 
 class CalendarFile(_Strict):
     timezone: str = "Europe/London"
-    holidays: list[date] = []
+    nation: Literal[*NATIONS] = "england-and-wales"  # type: ignore[valid-type]
+    closures: list[date] = []
+    holidays: None = None  # the old hand-kept list: refused with a pointer to the new keys
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _no_bank_holiday_list(cls, value: object) -> None:
+        raise ValueError("bank holidays now come from the holidays package for `nation`; list only "
+                         "the trust's extra closure days, under `closures`")
 
 
 class Owner(_Strict):
@@ -144,7 +153,7 @@ class Rules:
     young_person: YoungPerson
     owner_roles: dict[str, str]
     owners: dict[str, Owner]
-    holidays: frozenset[date]
+    holidays: WorkingCalendar  # the days that are not working days: bank holidays and closures
     timezone: str
 
     def cell(self, situation: str, column: str) -> Cell:
@@ -157,7 +166,7 @@ def load_rules(root: Path) -> Rules:
     path = root / "rules.toml"
     spec, text = load_model(RulesFile, path, RulesError)
     cells = _index_cells(spec, path, text)
-    calendar, _ = load_model(CalendarFile, root / "calendar.toml", RulesError)
+    calendar, working = _load_calendar(root / "calendar.toml")
     owners, _ = load_model(OwnersFile, root / "owners.toml", RulesError)
     _check_owners(spec, owners, path, text)
     return Rules(
@@ -167,9 +176,25 @@ def load_rules(root: Path) -> Rules:
         young_person=spec.young_person,
         owner_roles=dict(spec.owners),
         owners=dict(owners.roles),
-        holidays=frozenset(calendar.holidays),
+        holidays=working,
         timezone=calendar.timezone,
     )
+
+
+def _load_calendar(path: Path) -> tuple[CalendarFile, WorkingCalendar]:
+    """calendar.toml and the working-day calendar built from it, once, at start-up.
+
+    A closure outside the years the calendar knows is refused here, so the file cannot suggest
+    that the adapter counts working days where it will not (see guidance/workdays.py).
+    """
+    calendar, text = load_model(CalendarFile, path, RulesError)
+    working = uk_calendar(calendar.nation, calendar.closures)
+    for i, day in enumerate(calendar.closures):
+        if not working.knows(day):
+            raise RulesError(str(path), locate(text, ("closures", i)),
+                             f"closure {day} is outside the working-day calendar "
+                             f"({working.first.year}-{working.last.year})")
+    return calendar, working
 
 
 def _index_cells(spec: RulesFile, path: Path, text: str) -> dict[tuple[str, str], Cell]:

@@ -1,9 +1,11 @@
-"""Loading rules.toml: the table is complete, and a cell that writes to parents is refused."""
+"""Loading rules.toml and calendar.toml: the table is complete, a cell that writes to parents is
+refused, and the calendar's nation and closures are checked."""
 
 from __future__ import annotations
 
 import re
 import shutil
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,59 @@ def test_an_unknown_action_code_is_refused(tmp_path: Path) -> None:
                          '{ code = "curiosity-call", priority = "urgent", due = "2wd" }')
     with pytest.raises(RulesError, match="unknown action code 'curiosity-call'"):
         load_rules(root)
+
+
+# -- calendar.toml ------------------------------------------------------------------------------
+def _calendar_with(tmp_path: Path, old: str, new: str) -> tuple[Path, Path]:
+    root = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS, root)
+    path = root / "calendar.toml"
+    text = path.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"test setup: {old!r} must occur once"
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    return root, path
+
+
+def _line(path: Path, start: str) -> int:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return next(n for n, line in enumerate(lines, 1) if line.startswith(start))
+
+
+def test_a_bad_nation_is_refused_naming_file_key_and_line(tmp_path: Path) -> None:
+    root, path = _calendar_with(tmp_path, 'nation = "england-and-wales"', 'nation = "wales"')
+    with pytest.raises(RulesError, match="'england-and-wales', 'scotland' or 'northern-ireland'") \
+            as caught:
+        load_rules(root)
+    assert caught.value.file == str(path)
+    assert caught.value.where == f"nation (line {_line(path, 'nation =')})"
+
+
+def test_the_nation_chooses_the_bank_holidays(tmp_path: Path) -> None:
+    root, _ = _calendar_with(tmp_path, 'nation = "england-and-wales"', 'nation = "scotland"')
+    scotland = load_rules(root).holidays
+    assert scotland.nation == "scotland"
+    assert date(2026, 1, 2) in scotland  # the Scottish New Year holiday
+    assert date(2026, 4, 6) not in scotland  # Easter Monday is not a bank holiday there
+
+
+def test_local_closures_are_days_off(tmp_path: Path) -> None:
+    root, _ = _calendar_with(tmp_path, "closures = []", 'closures = ["2026-12-24", "2026-12-31"]')
+    holidays = load_rules(root).holidays
+    assert {date(2026, 12, 24), date(2026, 12, 31)} <= holidays.closed
+    assert date(2026, 12, 25) in holidays  # the bank holidays are still there
+
+
+def test_a_closure_outside_the_known_years_is_refused(tmp_path: Path) -> None:
+    root, path = _calendar_with(tmp_path, "closures = []", 'closures = ["2026-12-24", "2101-01-03"]')
+    with pytest.raises(RulesError, match=r"closure 2101-01-03 is outside the working-day calendar "
+                                         r"\(1872-2100\)") as caught:
+        load_rules(root)
+    assert caught.value.file == str(path)
+    assert caught.value.where.startswith("closures[1] (line ")
+
+
+def test_the_old_hand_kept_holiday_list_is_refused_with_a_pointer(tmp_path: Path) -> None:
+    root, path = _calendar_with(tmp_path, "closures = []", 'holidays = ["2026-12-25"]')
+    with pytest.raises(RulesError, match=r"holidays package for `nation`.*under `closures`") as caught:
+        load_rules(root)
+    assert caught.value.where == f"holidays (line {_line(path, 'holidays =')})"
