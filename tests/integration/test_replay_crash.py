@@ -125,7 +125,8 @@ def _crashed_run(engine: Engine, store_file: Path, out: Path, at: str,
         if at != "after commit":
             with pytest.raises(Killed):
                 write_bundle(result, out, store)
-    store._db.close()  # no commit: what the killed process had not committed is gone
+    store.rollback()  # what the killed process had not committed is gone (and its lock)
+    store.close()
 
 
 def _raise_killed(*_args: object) -> None:
