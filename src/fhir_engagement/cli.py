@@ -2,7 +2,9 @@
 
 No logic lives here. Exit status: 0 every record read, 1 some record rejected (each one reported
 with file, position and reason), 2 usage or configuration error, 3 (replay --fhir-base) decisions
-still waiting for the FHIR server, kept in the store. Never a traceback for bad input.
+still waiting for the FHIR server, kept in the store, 4 the store failed (disk full, say) or an
+internal error: one line on stderr, the traceback in a log file (mode 0600) beside the store.
+Never a traceback on the screen.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
@@ -21,7 +25,13 @@ import orjson
 
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
-from fhir_engagement.errors import ConfigError, DeliveryError, ReportError, StoreError
+from fhir_engagement.errors import (
+    ConfigError,
+    DeliveryError,
+    ReportError,
+    StoreError,
+    StoreLockedError,
+)
 from fhir_engagement.fhirserver.subscribe import subscribe
 from fhir_engagement.live.app import build_app, open_exposure
 from fhir_engagement.live.deadletters import drop_inbox_item, retry_dead_letter, retry_inbox_item
@@ -29,7 +39,7 @@ from fhir_engagement.live.http import serve
 from fhir_engagement.live.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.observability import setup_logging
 from fhir_engagement.pipeline import Engine, Pipeline, load_engine
-from fhir_engagement.replay import ReplayResult, replay
+from fhir_engagement.replay import ReplayResult, replay, write_bundle
 from fhir_engagement.reports import open_report_store
 from fhir_engagement.reports.audit import requester
 from fhir_engagement.reports.charts import mix_chart, rate_chart
@@ -41,39 +51,89 @@ from fhir_engagement.store import Store, open_store
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNDELIVERED = 0, 1, 2, 3
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNDELIVERED, EXIT_INTERNAL = 0, 1, 2, 3, 4
 _MAX_REJECTED_SHOWN = 50
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return the process exit status."""
+    """Run one command; return the process exit status. The one place errors become exit codes."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        settings = _settings(args)
-        engine = load_engine(settings)
-        if args.command == "check":
-            return _check(engine, settings, sys.stdout)
-        if args.command == "serve":
-            return _serve(engine, settings, args.insecure)
-        if args.command == "deadletter":
-            return _deadletter(args, engine, settings, sys.stdout)
-        if args.command == "inbox":
-            return _inbox(args, settings, sys.stdout)
-        if args.command == "subscribe":
-            return _subscribe(args, settings, sys.stderr)
-        if args.command == "report":
-            return _report(args, engine, settings, sys.stdout)
-        return _replay(args, engine, settings, sys.stderr)
+        return _command(args)
     except ConfigError as exc:
         print(f"fhir-engagement: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreError as exc:
+    except StoreLockedError as exc:  # another process writes it: run again later, as asked
         print(f"fhir-engagement: store error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreError as exc:  # the store failed under us (disk full): not the input's fault
+        print(f"fhir-engagement: store error: {exc}{_AFTER_STORE_ERROR.get(args.command, '')}",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     except ReportError as exc:
         print(f"fhir-engagement: report error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:  # a bug: one line on screen, the traceback in a private log file
+        print(f"fhir-engagement: internal error: {type(exc).__name__}; "
+              f"{_log_internal_error(exc, args)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+_AFTER_STORE_ERROR = {
+    "replay": " (nothing was acknowledged: the inputs are still on disk; replay them again once "
+              "the store can be written)",
+}
+
+
+def _command(args: argparse.Namespace) -> int:
+    """The command asked for, with settings and mappings loaded first (errors go up)."""
+    settings = _settings(args)
+    engine = load_engine(settings)
+    if args.command == "check":
+        return _check(engine, settings, sys.stdout)
+    if args.command == "serve":
+        return _serve(engine, settings, args.insecure)
+    if args.command == "deadletter":
+        return _deadletter(args, engine, settings, sys.stdout)
+    if args.command == "inbox":
+        return _inbox(args, settings, sys.stdout)
+    if args.command == "subscribe":
+        return _subscribe(args, settings, sys.stderr)
+    if args.command == "report":
+        return _report(args, engine, settings, sys.stdout)
+    return _replay(args, engine, settings, sys.stderr)
+
+
+def _log_internal_error(exc: Exception, args: argparse.Namespace) -> str:
+    """Write the traceback to a new 0600 file beside the store; say where (or why not).
+
+    Beside the store because a traceback may quote input (a child's details): it belongs where
+    that data already lives, under the same protection, never on a shared screen or in /tmp.
+    """
+    name = f"fhir-engagement-error-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    path = _log_folder(args) / name
+    text = "".join(traceback.format_exception(exc))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as log:
+            log.write(text)
+    except OSError as write_error:
+        return f"no log written ({path}: {write_error.strerror})"
+    return f"details in {path}"
+
+
+def _log_folder(args: argparse.Namespace) -> Path:
+    """The store's folder (--store, else the settings file's); the current one for :memory:."""
+    store = getattr(args, "store", None)
+    if not store:
+        try:
+            store = Settings.load(args.config).store
+        except Exception:  # the settings may be what failed: then the current folder
+            store = None
+    if not store or store == ":memory:":
+        return Path.cwd()
+    return Path(store).resolve().parent
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,12 +202,12 @@ def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: T
     store = open_store(settings.store)
     try:
         progress = None if args.quiet else (lambda line: print(line, file=err, flush=True))
-        result = replay(args.paths, engine, store, progress)
+        result = replay(args.paths, engine, store, progress, args.out)
+        if args.out is not None and not _write_bundle(result, args.out, store, err):
+            return EXIT_USAGE
         report = _deliver(store, settings) if settings.fhir_base else None
     finally:
         store.close()
-    if args.out is not None and not _write_bundle(result, args.out, err):
-        return EXIT_USAGE
     _summary(result, args.out, settings.store, err)
     if report is not None:
         print(f"FHIR server {settings.fhir_base}: {report.delivered:,} decisions written, "
@@ -164,12 +224,12 @@ def _deliver(store: Store, settings: Settings) -> DeliveryReport:
     return report
 
 
-def _write_bundle(result: ReplayResult, out: Path, err: TextIO) -> bool:
+def _write_bundle(result: ReplayResult, out: Path, store: Store, err: TextIO) -> bool:
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2))
+        write_bundle(result, out, store)
     except OSError as exc:
-        print(f"fhir-engagement: cannot write {out}: {exc.strerror}", file=err)
+        print(f"fhir-engagement: cannot write {out}: {exc.strerror} (the decisions are kept: "
+              "the next replay with --out writes them)", file=err)
         return False
     return True
 
@@ -293,7 +353,9 @@ def _summary(result: ReplayResult, out: Path | None, store: str, err: TextIO) ->
     if len(result.rejected) > _MAX_REJECTED_SHOWN:
         lines.append(f"  ... and {len(result.rejected) - _MAX_REJECTED_SHOWN:,} more")
     if out is not None:
-        lines.append(f"wrote {len(result.bundle['entry']):,} entries to {out}")
+        earlier = (f", {result.earlier:,} of them decided by an earlier run that wrote no Bundle"
+                   if result.earlier else "")
+        lines.append(f"wrote {len(result.bundle['entry']):,} entries to {out}{earlier}")
     print("\n".join(lines), file=err)
 
 

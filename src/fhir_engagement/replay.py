@@ -3,14 +3,23 @@
 The dry run that testers use (``fhir-engagement replay PATH... --out FILE``). Everything is read
 first, so context (Patients, status Flags) is known before any event is decided, and events are
 sorted by event time so that the same inputs in any file order give the same outputs.
+
+No single record stops a replay: what cannot be read or processed is a named rejection, kept as a
+dead letter. Only the store failing (a StoreError) ends it, before anything is acknowledged.
+The ``--out`` Bundle is owed by the store: a run's outputs are claimed for a Bundle in the commit
+that keeps them, and the claim is confirmed once the file is atomically in place, so a rerun after
+a crash writes every decision that no Bundle holds yet, and none twice.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,69 +28,134 @@ from typing import Any
 import orjson
 
 from fhir_engagement.decisions.bundle import transaction
-from fhir_engagement.errors import InputError
+from fhir_engagement.errors import InputError, StoreError, UnreadableError
+from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.files import Skipped, iter_items
 from fhir_engagement.ingest.records import Kind, Read
-from fhir_engagement.model import Event
+from fhir_engagement.model import Event, StatusFact
 from fhir_engagement.pipeline import Engine, Pipeline
-from fhir_engagement.store.base import Store
+from fhir_engagement.store.base import OutputRow, Store
 
-__all__ = ["ReplayResult", "replay"]
+__all__ = ["ReplayResult", "replay", "write_bundle"]
 
+_LOG = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-_PROGRESS_EVERY = 2.0
-_DAWN = datetime(1, 1, 1, tzinfo=UTC)  # seconds between progress lines on long replays
+_PROGRESS_EVERY = 2.0  # seconds between progress lines on long replays
+_DAWN = datetime(1, 1, 1, tzinfo=UTC)
+_ID_WITHIN = 256  # the Bundle's id is written within its first bytes (see _bundle)
 
 
 @dataclass
 class ReplayResult:
-    """What a replay did: counters, the Bundle it would write, and what it rejected."""
+    """What a replay did: counters, the Bundle it would write, and what it rejected.
+
+    ``bundle_id`` is set when the Bundle is owed to a file (``out``); ``earlier`` counts the
+    outputs of earlier runs it carries because no Bundle holds them yet (a crash before writing).
+    """
 
     stats: dict[str, int]
     bundle: dict[str, Any]
     rejected: list[InputError] = field(default_factory=list)
+    bundle_id: str | None = None
+    earlier: int = 0
 
 
 def replay(
-    paths: list[Path], engine: Engine, store: Store, progress: Progress | None = None
+    paths: list[Path], engine: Engine, store: Store, progress: Progress | None = None,
+    out: Path | None = None,
 ) -> ReplayResult:
-    """Replay ``paths`` through the pipeline; outputs of this run go to the Bundle."""
+    """Replay ``paths`` through the pipeline; outputs of this run go to the Bundle.
+
+    With ``out``, the Bundle also carries every earlier output owed to a Bundle and never written
+    to one; call ``write_bundle`` to put it in place. Raises StoreError if the store fails.
+    """
+    if out is not None:
+        settle_bundles(store)
     run = store.start_run(f"replay {' '.join(str(p) for p in paths)}")
     pipeline = Pipeline(engine, store, run)
     rejected: list[InputError] = []
     with _no_cyclic_gc():
         _process(_read(paths, engine, pipeline, rejected), pipeline, rejected, progress)
+    bundle_id = uuid.uuid4().hex if out is not None else None
+    claimed = store.claim_bundle(bundle_id, str(out), run) if bundle_id is not None else None
     store.commit()
     rows = store.run_outputs(run)
+    stats = _stats(pipeline, rows)
+    if claimed is None:
+        return ReplayResult(stats, transaction(_triples(rows)), rejected)
+    bundle = {"resourceType": "Bundle", "id": bundle_id, **transaction(_triples(claimed))}
+    return ReplayResult(stats, bundle, rejected, bundle_id, len(claimed) - len(rows))
+
+
+def write_bundle(result: ReplayResult, out: Path, store: Store) -> None:
+    """Put the Bundle in place atomically (mode 0600), then mark it written in the store.
+
+    A failed write releases the claim, so the next replay writes these outputs. Raises OSError
+    (the file could not be written) or StoreError.
+    """
+    bundle_id = result.bundle_id or uuid.uuid4().hex
+    try:
+        _write_atomic(out, _temp_path(out, bundle_id),
+                      orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2))
+    except OSError:
+        if result.bundle_id is not None:
+            store.release_bundle(result.bundle_id)
+            store.commit()
+        raise
+    if result.bundle_id is not None:
+        store.bundle_written(result.bundle_id)
+        store.commit()
+
+
+def settle_bundles(store: Store) -> None:
+    """Bundles a crash left unconfirmed: written if the file holds their id, else released."""
+    for bundle_id, path in store.unconfirmed_bundles():
+        if _holds(Path(path), bundle_id):
+            store.bundle_written(bundle_id)
+        else:
+            store.release_bundle(bundle_id)
+            with suppress(OSError):
+                _temp_path(Path(path), bundle_id).unlink(missing_ok=True)
+    store.commit()
+
+
+def _stats(pipeline: Pipeline, rows: list[OutputRow]) -> dict[str, int]:
     stats = dict(pipeline.stats)
     for row in rows:
         if row.kind == "Flag":
             code = orjson.loads(row.resource)["code"]["coding"][0]["code"]
             stats[f"flag {code}"] = stats.get(f"flag {code}", 0) + 1
-    bundle = transaction((r.id, r.kind, r.resource) for r in rows)
-    return ReplayResult(stats, bundle, rejected)
+    return stats
+
+
+def _triples(rows: list[OutputRow]) -> Iterator[tuple[str, str, bytes]]:
+    return ((r.id, r.kind, r.resource) for r in rows)
+
+
+# -- reading and processing: no record stops the replay -----------------------------------------
+Pending = tuple[Event, bytes | None]  # an event and its raw item when the event holds no JSON
 
 
 def _process(
-    events: list[Event], pipeline: Pipeline, rejected: list[InputError], progress: Progress | None
+    events: list[Pending], pipeline: Pipeline, rejected: list[InputError],
+    progress: Progress | None,
 ) -> None:
-    """Every event, in event-time order. The list dies with this call, freed by reference count
-    before the cyclic collector is back on (else it would scan the whole replay once more)."""
+    """Every event, in event-time order, each behind the pipeline's guard. The list dies with this
+    call, freed by reference count before the cyclic collector is back on (else it would scan the
+    whole replay once more)."""
     events.sort(key=_event_order)
     clock = _Clock(progress, len(events))
-    for number, event in enumerate(events, start=1):
-        try:
-            pipeline.process(event)
-        except InputError as error:
+    for number, (event, raw) in enumerate(events, start=1):
+        error = pipeline.process_guarded(event, raw if raw is not None else _raw(event))
+        if error is not None:
             rejected.append(error)
-            pipeline.reject(error, orjson.dumps(event.raw) if event.raw is not None else b"")
         clock.tick(number)
 
 
 def _read(
     paths: list[Path], engine: Engine, pipeline: Pipeline, rejected: list[InputError]
-) -> list[Event]:
-    events: list[Event] = []
+) -> list[Pending]:
+    events: list[Pending] = []
     for item in iter_items(paths):
         if isinstance(item, Skipped):
             pipeline.stats["files skipped"] += 1
@@ -90,11 +164,13 @@ def _read(
             pipeline.reject(item, item.raw)
         else:
             pipeline.stats["v2 messages" if item.kind is Kind.V2 else "documents"] += 1
-            events.extend(_events(engine.records.read(item), pipeline, rejected))
+            raw = item.data if item.kind is Kind.V2 else None
+            read = engine.records.read(item)
+            events.extend((e, raw) for e in _events(read, item.where, pipeline, rejected))
     return events
 
 
-def _events(read: Read, pipeline: Pipeline, rejected: list[InputError]) -> list[Event]:
+def _events(read: Read, where: str, pipeline: Pipeline, rejected: list[InputError]) -> list[Event]:
     """Keep rejections and context now; return the events, to be sorted into event-time order."""
     for error in read.rejected:
         rejected.append(error)
@@ -106,8 +182,35 @@ def _events(read: Read, pipeline: Pipeline, rejected: list[InputError]) -> list[
         if isinstance(record, Event):
             events.append(record)
         else:
-            pipeline.accept_context(record)
+            _context(record, where, pipeline, rejected)
     return events
+
+
+def _context(record: Record, where: str, pipeline: Pipeline, rejected: list[InputError]) -> None:
+    """Keep one context record; one that cannot be kept is a rejection, not a stopped replay."""
+    try:
+        pipeline.accept_context(record)
+    except StoreError:
+        raise
+    except Exception as exc:  # the context twin of process_guarded: one record, contained
+        _LOG.error("a context record could not be kept: %s", type(exc).__name__)
+        at = f"{where} ({record.key})" if isinstance(record, StatusFact) else \
+            getattr(record, "origin", "") or where
+        error = UnreadableError(at, f"could not be kept as context ({type(exc).__name__}); "
+                                "kept for a person to look at")
+        rejected.append(error)
+        pipeline.reject(error, b"")
+
+
+def _raw(event: Event) -> bytes:
+    """The event's resource as JSON for its dead letter. orjson refuses nesting deeper than 255;
+    then the letter keeps none, and its where (file, position) leads to the input on disk."""
+    if event.raw is None:
+        return b""
+    try:
+        return orjson.dumps(event.raw)
+    except orjson.JSONEncodeError:
+        return b""
 
 
 @contextmanager
@@ -124,10 +227,18 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _event_order(event: Event) -> tuple[datetime, str, str]:
+def _event_order(pending: Pending) -> tuple[datetime, str, str]:
     # Stable sort: versions with equal times keep file order. Timeless events go first; they
-    # either raise nothing or are rejected.
-    return (event.occurred or _DAWN, event.key, event.version)
+    # either raise nothing or are rejected. Times are UTC; one that is not, and cannot be made
+    # so (year 1 east of Greenwich), sorts first too rather than failing the comparison.
+    event = pending[0]
+    occurred = event.occurred or _DAWN
+    if occurred.tzinfo is not UTC:
+        try:
+            occurred = occurred.astimezone(UTC)
+        except (OverflowError, ValueError):
+            occurred = _DAWN
+    return (occurred, event.key, event.version)
 
 
 class _Clock:
@@ -144,3 +255,40 @@ class _Clock:
         if now - self.last >= _PROGRESS_EVERY:
             self.last = now
             self.progress(f"processed {done:,} of {self.total:,} events")
+
+
+# -- the Bundle file: atomic, and recognisable by its id ----------------------------------------
+def _temp_path(out: Path, bundle_id: str) -> Path:
+    """Beside the Bundle (so the rename is atomic), named by the Bundle, so a crash's leftover
+    is found and removed by the next replay."""
+    return out.with_name(f".{out.name}.{bundle_id}.tmp")
+
+
+def _write_atomic(out: Path, temp: Path, data: bytes) -> None:
+    """temp file, fsync, rename over ``out``, fsync the folder: the old file or the whole new one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, out)
+    except BaseException:
+        with suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise
+    folder = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _holds(path: Path, bundle_id: str) -> bool:
+    """Whether the file at ``path`` is the Bundle with this id (written before its entries)."""
+    try:
+        with path.open("rb") as file:
+            return bundle_id.encode() in file.read(_ID_WITHIN)
+    except OSError:
+        return False

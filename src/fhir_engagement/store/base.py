@@ -26,6 +26,7 @@ __all__ = [
     "InboxRow",
     "OutputRow",
     "Outputs",
+    "ReplayBundles",
     "ReportQueries",
     "SignalRow",
     "SituationRow",
@@ -156,6 +157,21 @@ class DeadLetters(Protocol):
     def forget_dead_letter(self, letter: int) -> None: ...
 
 
+# -- replay Bundles (replay.py) -----------------------------------------------------------------
+class ReplayBundles(Protocol):
+    """Which runs' outputs were written to which ``--out`` Bundle.
+
+    A run that asks for a Bundle is owed one; a Bundle claims every owed run, and is confirmed
+    once its file is in place, so a rerun after a crash writes what no Bundle holds yet.
+    """
+
+    def claim_bundle(self, bundle: str, path: str, run: int) -> list[OutputRow]: ...
+    def bundle_written(self, bundle: str) -> None: ...
+    def release_bundle(self, bundle: str) -> None: ...
+    def unconfirmed_bundles(self) -> list[tuple[str, str]]: ...
+# -- end of replay Bundles ----------------------------------------------------------------------
+
+
 class ReportQueries(Protocol):
     """Read-only queries behind the reports."""
 
@@ -185,8 +201,8 @@ class Audit(Protocol):
 
 
 class Store(
-    Transactional, ChildHistory, Outputs, DeliveryQueue, Inbox, DeadLetters, ReportQueries, Audit,
-    Protocol,
+    Transactional, ChildHistory, Outputs, DeliveryQueue, Inbox, DeadLetters, ReplayBundles,
+    ReportQueries, Audit, Protocol,
 ):
     """Every role at once: what one database (SQLite today) provides to the whole adapter.
 

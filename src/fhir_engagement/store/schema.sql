@@ -4,7 +4,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   started TEXT NOT NULL,
-  description TEXT NOT NULL
+  description TEXT NOT NULL,
+  bundle TEXT  -- replay Bundles: NULL none asked, '' owed to the next one, else the Bundle's id
 );
 
 -- Every name a patient is known by (Patient/x, urn:uuid:..., nhs:NNN, id:system|value) -> the child.
@@ -121,4 +122,13 @@ CREATE TABLE IF NOT EXISTS audit (
   action TEXT NOT NULL,
   subject TEXT NOT NULL,
   detail TEXT NOT NULL DEFAULT ''
+);
+
+-- replay Bundles (replay.py): each --out Bundle claimed for runs' outputs; written = 1 once the
+-- file is in place. A claim never confirmed is settled by the next replay: confirmed if the file
+-- holds this id, else released (its runs owed again). Older stores get runs.bundle by migration.
+CREATE TABLE IF NOT EXISTS bundles (
+  id TEXT PRIMARY KEY,
+  path TEXT NOT NULL,
+  written INTEGER NOT NULL DEFAULT 0
 );

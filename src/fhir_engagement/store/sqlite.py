@@ -74,7 +74,8 @@ def _hold_lock(path: Path, location: str) -> IO[bytes]:
 
 # Columns added after the first release, for store files made before them.
 _ADDED_COLUMNS = (("inbox", "attempts", "INTEGER NOT NULL DEFAULT 0"),
-                  ("inbox", "last_error", "TEXT"))
+                  ("inbox", "last_error", "TEXT"),
+                  ("runs", "bundle", "TEXT"))  # replay Bundles: older runs owe none (NULL)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -505,6 +506,34 @@ class SqliteStore:
         cur = self._exec("UPDATE deliveries SET state = 'pending', next_attempt = '' "
                          "WHERE batch = ? AND state = 'dead'", (batch,))
         return cur.rowcount == 1
+
+    # -- replay Bundles (replay.py): which runs' outputs were written to which --out file --------
+    def claim_bundle(self, bundle: str, path: str, run: int) -> list[OutputRow]:
+        """Owe ``run``'s outputs a Bundle, then claim every owed run's outputs for ``bundle``.
+
+        Durable at the next ``commit``, with the run's outputs: a crash before it loses nothing."""
+        self._flush()
+        self._exec("UPDATE runs SET bundle = '' WHERE id = ?", (run,))
+        self._exec("UPDATE runs SET bundle = ? WHERE bundle = ''", (bundle,))
+        self._exec("INSERT INTO bundles (id, path) VALUES (?, ?)", (bundle, path))
+        rows = self._exec(
+            "SELECT o.id, o.kind, o.child, o.resource FROM outputs o JOIN runs r ON r.id = o.run "
+            "WHERE r.bundle = ? ORDER BY o.seq", (bundle,)).fetchall()
+        return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
+
+    def bundle_written(self, bundle: str) -> None:
+        self._exec("UPDATE bundles SET written = 1 WHERE id = ?", (bundle,))
+
+    def release_bundle(self, bundle: str) -> None:
+        """The Bundle was never written: its runs are owed to the next one again."""
+        self._exec("UPDATE runs SET bundle = '' WHERE bundle = ?", (bundle,))
+        self._exec("DELETE FROM bundles WHERE id = ?", (bundle,))
+
+    def unconfirmed_bundles(self) -> list[tuple[str, str]]:
+        """Bundles claimed but not confirmed written (a crash in between): id and path."""
+        rows = self._exec("SELECT id, path FROM bundles WHERE written = 0 ORDER BY rowid")
+        return [(str(i), str(p)) for i, p in rows.fetchall()]
+    # -- end of replay Bundles ------------------------------------------------------------------
 
     # -- reports: read-only, except the audit of who read a child's chronology ---------------
     # Each query flushes first: replay buffers its writes until commit. They run once per
