@@ -249,8 +249,10 @@ def _found(found: bool, item: int) -> int:
 
 
 def _serve(engine: Engine, settings: Settings) -> int:
-    setup_logging()
     store = open_store(settings.store)
+    key = store.audit_key()  # log hashes name a child as the audit log does
+    store.commit()  # kept now: a later rollback must not change the key under the logs
+    setup_logging(key=key)
     try:
         web.run_app(build_app(settings, engine, store), host=settings.host, port=settings.port,
                     print=None)

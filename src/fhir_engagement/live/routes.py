@@ -18,7 +18,7 @@ from fhir_engagement.live.keys import (
     SUPERVISOR,
     WAKE,
 )
-from fhir_engagement.live.metrics import metrics
+from fhir_engagement.live.metrics import metrics_handler
 from fhir_engagement.live.middleware import check_credential, outcome
 from fhir_engagement.reports.dashboard import dashboard_handler
 
@@ -30,7 +30,7 @@ def add_routes(app: web.Application) -> None:
     engine = app[ENGINE]
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_handler(app))
     app.router.add_post("/notify", notify)
     app.router.add_put("/notify/{type}/{id}", notify)
     app.router.add_delete("/notify/{type}/{id}", deleted)
