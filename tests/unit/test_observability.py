@@ -102,3 +102,17 @@ def test_setup_logging_hashes_with_the_given_key(monkeypatch: pytest.MonkeyPatch
     logging.getLogger("fhir_engagement.test").warning("ref %s", "Patient/abc-1")
     assert orjson.loads(out.getvalue())["message"] == f"ref [id:{_hash('Patient/abc-1')}]"
     assert logging.getLogger("aiohttp").handlers == [handler]
+
+
+def test_the_suite_wide_log_scan_knows_the_fixture_children() -> None:
+    """The autouse scan in tests/conftest.py: it must find what it is there to find."""
+    from tests.conftest import _fixture_identities, _leaks
+
+    known = _fixture_identities()
+    assert {"9990001081", "Fixture", "S08", "2011-04-04", "Test", "Child", "20150601"} <= known
+    leaking = [_record(logging.DEBUG, "child %s", "Fixture"),
+               _record(logging.INFO, "pid 999 000 9999"),
+               _record(logging.ERROR, "born %s", "2015-06-01")]
+    assert len(_leaks(leaking)) == 3
+    assert _leaks([_record(logging.ERROR, "inbox item %d failed (%s)", 7, "KeyError"),
+                   _record(logging.INFO, "fixtures/scenarios read; Children's services")]) == []
