@@ -20,7 +20,7 @@ from fhir_engagement.live.keys import (
 )
 from fhir_engagement.live.metrics import metrics_handler
 from fhir_engagement.live.middleware import check_credential, outcome
-from fhir_engagement.reports.dashboard import dashboard_handler
+from fhir_engagement.reports.dashboard import Dashboard
 
 __all__ = ["add_routes"]
 
@@ -34,8 +34,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/notify", notify)
     app.router.add_put("/notify/{type}/{id}", notify)
     app.router.add_delete("/notify/{type}/{id}", deleted)
-    app.router.add_get("/dashboard", dashboard_handler(app[STORE], engine.rules.timezone,
-                                                         engine.systems))
+    store = app[STORE]
+    dashboard = Dashboard(store, getattr(store, "location", ":memory:"), engine.rules.timezone,
+                          engine.systems, app[SETTINGS].dashboard_cache_seconds)
+    app.router.add_get("/dashboard", dashboard.handler)
+    app.on_cleanup.append(dashboard.close)
 
 
 async def healthz(_: web.Request) -> web.Response:
