@@ -312,17 +312,19 @@ def _found(found: bool, item: int) -> int:
 
 
 def _serve(engine: Engine, settings: Settings, insecure: bool) -> int:
-    setup_logging()
     refusal = open_exposure(settings)
     if refusal and not insecure:
         print(f"fhir-engagement serve: {refusal}; set the credentials (FHIR_ENGAGEMENT_NOTIFY_TOKEN, "
               "FHIR_ENGAGEMENT_READ_TOKEN) or, knowingly, --insecure", file=sys.stderr)
         return EXIT_USAGE
+    store = open_store(settings.store)
+    key = store.audit_key()  # log hashes name a child as the audit log does
+    store.commit()  # kept now: a later rollback must not change the key under the logs
+    setup_logging(key=key)
     if refusal:
         logging.getLogger("fhir_engagement.serve").warning(
             "--insecure: %s; anyone who can reach it can raise Flags and Tasks on any child",
             refusal)
-    store = open_store(settings.store)
     try:
         asyncio.run(serve(build_app(settings, engine, store), settings))
     except OSError as exc:  # a port in use, an address not on this machine
@@ -333,6 +335,7 @@ def _serve(engine: Engine, settings: Settings, insecure: bool) -> int:
     finally:
         store.close()
     return EXIT_OK
+
 
 def _summary(result: ReplayResult, out: Path | None, store: str, err: TextIO) -> None:
     stats = result.stats

@@ -91,6 +91,7 @@ class Settings(BaseModel):
     # the queue always moves; /readyz says "not ready" while the oldest item waits longer
     inbox_max_attempts: int = 3
     inbox_max_age: float = 300.0
+    dashboard_cache_seconds: float = 30.0  # /dashboard is rebuilt (off the event loop) at most this often
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -122,7 +122,9 @@ class Outbox:
         except RetryableDeliveryError as error:
             return self._reschedule(batch, attempts, error)
         except DeliveryError as error:  # refused, still conflicting, or a malformed answer
-            _LOG.error("delivery %s refused, kept in the dead-letter store: %s", batch, error)
+            # The status, never the server's diagnostics: those can quote the resource.
+            _LOG.error("delivery %s refused (HTTP %s, %s), kept in the dead-letter store",
+                       batch, error.status or "no answer", type(error).__name__)
             return self._dead(batch, str(error), bundle)
         except StoreError:
             raise
@@ -141,7 +143,8 @@ class Outbox:
         delay = self._backoff(attempts, error)
         when = datetime.now(UTC) + timedelta(seconds=delay)
         self.store.delivery_retry(batch, when, str(error))
-        _LOG.warning("delivery %s rescheduled in %.0f s: %s", batch, delay, error)
+        _LOG.warning("delivery %s rescheduled in %.0f s (HTTP %s)", batch, delay,
+                     error.status or "no answer")
         return DeliveryReport(rescheduled=1)
 
     def _dead(self, batch: str, reason: str, bundle: dict[str, Any]) -> DeliveryReport:

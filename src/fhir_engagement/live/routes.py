@@ -19,9 +19,9 @@ from fhir_engagement.live.keys import (
     SUPERVISOR,
     WAKE,
 )
-from fhir_engagement.live.metrics import metrics
+from fhir_engagement.live.metrics import metrics_handler
 from fhir_engagement.live.middleware import Handler, check_credential, check_read, may_read, outcome
-from fhir_engagement.reports.dashboard import dashboard_handler
+from fhir_engagement.reports.dashboard import Dashboard
 
 __all__ = ["add_routes"]
 
@@ -31,12 +31,15 @@ def add_routes(app: web.Application) -> None:
     engine = app[ENGINE]
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", _reader(metrics))
+    app.router.add_get("/metrics", _reader(metrics_handler(app)))
     app.router.add_post("/notify", notify)
     app.router.add_put("/notify/{type}/{id}", notify)
     app.router.add_delete("/notify/{type}/{id}", deleted)
-    app.router.add_get("/dashboard", _reader(dashboard_handler(app[STORE], engine.rules.timezone,
-                                                                  engine.systems)))
+    store = app[STORE]
+    dashboard = Dashboard(store, getattr(store, "location", ":memory:"), engine.rules.timezone,
+                          engine.systems, app[SETTINGS].dashboard_cache_seconds)
+    app.router.add_get("/dashboard", _reader(dashboard.handler))
+    app.on_cleanup.append(dashboard.close)
 
 
 def _reader(handler: Handler) -> Handler:

@@ -10,12 +10,13 @@ the PostgreSQL store the live-mode issue adds.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fcntl
 import os
 import secrets
 import sqlite3
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -72,6 +73,27 @@ def _hold_lock(path: Path, location: str) -> IO[bytes]:
     return handle
 
 
+@contextlib.contextmanager
+def _private_files(location: str) -> Iterator[None]:
+    """Files and folders made inside are the owner's alone (0600, 0700): the store holds children's
+    NHS numbers and birth dates, not for another local user to read.
+
+    A umask, because SQLite makes ``-wal`` and ``-shm`` itself (later ones take the database file's
+    mode); only around the open, since it is process-wide. Files an older version left readable
+    are tightened as well.
+    """
+    before = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(before)
+    if location != ":memory:":
+        for path in (Path(location), *(Path(f"{location}{end}") for end in ("-wal", "-shm", ".lock"))):
+            with contextlib.suppress(OSError):  # absent, or not ours to change: SQLite decides
+                if path.stat().st_mode & 0o077:
+                    path.chmod(0o600)
+
+
 # Columns added after the first release, for store files made before them.
 _ADDED_COLUMNS = (("inbox", "attempts", "INTEGER NOT NULL DEFAULT 0"),
                   ("inbox", "last_error", "TEXT"),
@@ -98,12 +120,13 @@ class SqliteStore:
         self.location = location
         self._lock: IO[bytes] | None = None
         try:
-            if location != ":memory:":
-                Path(location).parent.mkdir(parents=True, exist_ok=True)
-                if exclusive:
-                    self._lock = _hold_lock(Path(f"{location}.lock"), location)
-            self._db = sqlite3.connect(location, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            with _private_files(location):
+                if location != ":memory:":
+                    Path(location).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    if exclusive:
+                        self._lock = _hold_lock(Path(f"{location}.lock"), location)
+                self._db = sqlite3.connect(location, timeout=10.0)
+                self._db.execute("PRAGMA journal_mode=WAL")  # creates -wal and -shm
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: index updates of a big replay
             schema = resources.files("fhir_engagement.store").joinpath("schema.sql").read_text()
