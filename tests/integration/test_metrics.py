@@ -48,7 +48,7 @@ def _heartbeat(subscription: str) -> bytes:
 
 
 async def _scrape(http: aiohttp.ClientSession, url: str) -> str:
-    async with http.get(f"{url}/metrics") as resp:
+    async with http.get(f"{url}/metrics", headers=AUTH) as resp:  # the read credential
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         return await resp.text()
