@@ -3,32 +3,41 @@
 Works on parsed JSON (dicts), not fhir.resources models: every input resource passes through here
 and full validation costs ~70x the parse. Each field read is type-checked, so a wrong type becomes a
 RecordError naming the JSON path rather than a crash. The pipeline validates, with fhir.resources,
-only what it acts on.
+only what it acts on. Reading is linear in the document's size and never recurses deeper than
+MAX_DEPTH: a document nested deeper is refused before it is read.
 """
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fhir_engagement.errors import RecordError
-from fhir_engagement.ingest.fhirtime import parse_datetime
+from fhir_engagement.ingest.fhirtime import date_problem, earliest_date, parse_datetime
 from fhir_engagement.model import STATUS_SYSTEMS, Event, PatientFacts, StatusFact
 
 __all__ = [
+    "MAX_DEPTH",
     "NHS_NUMBER_SYSTEM",
     "Reader",
     "Record",
     "nhs_number_is_valid",
     "reference_key",
     "resource_path",
+    "too_deep",
 ]
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 Record = Event | PatientFacts | StatusFact
 Json = Mapping[str, Any]
+# Real FHIR, Bundles of Bundles with contained resources and nested extensions included, stays
+# under 30 levels. 100 is far from that and from what orjson will write back (255) and Python's
+# recursion limit (1000): deeper input is hostile, and refused with a named error.
+MAX_DEPTH = 100
+_DIGITS = frozenset("0123456789")
 
 _EVENT_TYPES = frozenset(STATUS_SYSTEMS)
 _CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition"})
@@ -39,7 +48,8 @@ _NOT_A_PATIENT = ("Location/", "Device/", "Practitioner", "HealthcareService/", 
 
 def nhs_number_is_valid(value: str) -> bool:
     """Ten digits whose tenth is the modulus-11 check digit of the first nine."""
-    if len(value) != 10 or not value.isdigit():
+    # Only ASCII 0-9: str.isdigit() is True for '²', which int() then refuses.
+    if len(value) != 10 or not _DIGITS.issuperset(value):
         return False
     total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
     check = 11 - total % 11
@@ -81,6 +91,23 @@ def _key_of_reference_text(text: str, aliases: Mapping[str, str], owner: str) ->
     return resource_path(text)
 
 
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests objects/lists more than ``limit`` levels deep.
+
+    Level by level, not recursive, so checking a hostile value cannot itself overflow the stack.
+    """
+    level = [value] if type(value) in (dict, list) else []
+    for _ in range(limit):
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            below.extend(c for c in children if type(c) in (dict, list))
+        if not below:
+            return False
+        level = below
+    return True
+
+
 def resource_path(text: str) -> str:
     """``https://x/fhir/Appointment/1/_history/2`` (or relative) -> ``Appointment/1``."""
     parts = [p for p in text.split("/") if p]
@@ -114,17 +141,22 @@ class Reader:
         if not isinstance(doc, dict):
             yield RecordError(origin, f"expected a JSON object, got {_kind(doc)}")
             return
+        if too_deep(doc):
+            yield RecordError(origin, f"nested more than {MAX_DEPTH} levels deep: not read")
+            return
         if doc.get("resourceType") == "Bundle":
-            yield from self._bundle(doc, origin, {})
+            yield from self._bundle(doc, origin, ChainMap())
         else:
             yield from self._one(doc, origin, {}, "")
 
-    def _bundle(self, bundle: Json, origin: str, outer: dict[str, str]) -> Iterator[Any]:
+    def _bundle(self, bundle: Json, origin: str, outer: ChainMap[str, str]) -> Iterator[Any]:
         entries = bundle.get("entry", [])
         if not isinstance(entries, list):
             yield RecordError(origin, "Bundle.entry: expected a list")
             return
-        aliases = dict(outer)
+        # A view over the outer Bundle's names, not a copy: copying them into each of many inner
+        # Bundles cost quadratic time.
+        aliases = outer.new_child()
         for entry in entries:
             res = entry.get("resource") if isinstance(entry, dict) else None
             full = entry.get("fullUrl") if isinstance(entry, dict) else None
@@ -186,6 +218,18 @@ class _Ctx:
             res, rtype, origin, aliases, source)
         rid = res.get("id")
         self.key = f"{rtype}/{rid}" if isinstance(rid, str) and rid else ""
+        self._contained: dict[str, str] | None = None
+
+    def contained_type(self, local_id: str) -> str:
+        """The type of the contained resource ``#local_id`` ('' if none), indexed on first use:
+        a search per participant cost participants x contained."""
+        if self._contained is None:
+            self._contained = {}
+            for item in self.items(self.res, "contained", ""):
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    rtype = item.get("resourceType")
+                    self._contained.setdefault(item["id"], rtype if isinstance(rtype, str) else "")
+        return self._contained.get(local_id, "")
 
     # -- typed access ------------------------------------------------------------------------
     def fail(self, path: str, reason: str) -> RecordError:
@@ -295,7 +339,8 @@ class _Ctx:
             if raw:
                 parsed = parse_datetime(raw)
                 if parsed is None:
-                    raise self.fail(f"{path}{name}", f"not a FHIR dateTime: {raw!r}")
+                    reason = date_problem(raw) or "not a FHIR dateTime"
+                    raise self.fail(f"{path}{name}", f"{reason}: {raw[:40]!r}")
                 return parsed
         return None
 
@@ -327,6 +372,8 @@ class _Ctx:
                 nhs = key[4:]
             aliases.append(key)
         birth = self.text(self.res, "birthDate", "")
+        if birth and earliest_date(birth) is None and (problem := date_problem(birth)):
+            raise self.fail("birthDate", problem)
         return PatientFacts(tuple(dict.fromkeys(a for a in aliases if a)), nhs, birth, self.origin)
 
     def status_fact(self, status_codes: frozenset[str]) -> StatusFact | None:
@@ -352,8 +399,12 @@ class _Ctx:
         return StatusFact(self.key or self.origin, patient, codes, start, end, active)
 
     def _maybe(self, obj: Json, name: str, path: str) -> datetime | None:
+        """An optional time: unreadable text is no time, a year out of range refuses the record."""
         raw = self.text(obj, name, path)
-        return parse_datetime(raw) if raw else None
+        parsed = parse_datetime(raw) if raw else None
+        if raw and parsed is None and (problem := date_problem(raw)):
+            raise self.fail(f"{path}{name}", problem)
+        return parsed
 
     def event(self, extensions: Mapping[str, tuple[str, ...]]) -> Event:
         if not self.key:
@@ -437,10 +488,7 @@ def _actor_type(actor: Json, ctx: _Ctx) -> str:
         nhs = isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM
         return "Patient" if nhs else ""  # an NHS number names a patient even without a type
     if ref.startswith("#"):
-        for item in ctx.items(ctx.res, "contained", ""):
-            if isinstance(item, dict) and f"#{item.get('id')}" == ref:
-                return str(item.get("resourceType", ""))
-        return ""
+        return ctx.contained_type(ref[1:])
     key = ctx.aliases.get(ref, ref) if ref.startswith("urn:") else ref
     if "?" in key:
         return key.split("?", 1)[0].rsplit("/", 1)[-1]
