@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_engagement.errors import RecordError
-from fhir_engagement.ingest.fhirtime import date_problem, earliest_date, parse_datetime
+from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
 from fhir_engagement.model import STATUS_SYSTEMS, Event, PatientFacts, StatusFact
 
 __all__ = [
@@ -372,8 +372,8 @@ class _Ctx:
                 nhs = key[4:]
             aliases.append(key)
         birth = self.text(self.res, "birthDate", "")
-        if birth and earliest_date(birth) is None and (problem := date_problem(birth)):
-            raise self.fail("birthDate", problem)
+        if birth and date_problem(birth):
+            birth = None  # a placeholder year: an unknown age, treated as a child's (hl7v2._v2_date)
         return PatientFacts(tuple(dict.fromkeys(a for a in aliases if a)), nhs, birth, self.origin)
 
     def status_fact(self, status_codes: frozenset[str]) -> StatusFact | None:

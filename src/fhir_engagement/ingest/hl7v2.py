@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from fhir_engagement.errors import MessageError
 from fhir_engagement.ingest.fhir import Record, nhs_number_is_valid
-from fhir_engagement.ingest.fhirtime import date_problem, earliest_date, parse_datetime
+from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
 from fhir_engagement.ingest.v2map import V2Mapping, V2Mappings
 from fhir_engagement.ingest.v2parse import V2Message
 from fhir_engagement.model import Event, PatientFacts
@@ -121,16 +121,15 @@ def v2_time(value: str) -> datetime | None:
 def _v2_date(value: str) -> str | None:
     """PID-7 -> a FHIR date, keeping its precision (``2012``, ``2012-05``, ``2012-05-01``).
 
-    Raises:
-        MessageError: the year is a placeholder out of the range dates are read in.
+    A year out of range (python-hl7's samples hold ``10131113``) makes the birth date unknown,
+    not the message unreadable: an unknown age is treated as a child's, the safe side, whereas
+    refusing the message would lose the appointment for a fault in a demographic field.
     """
     digits = value.strip()[:8]
     if not _DIGITS.issuperset(digits) or len(digits) not in (4, 6, 8):
         return None
     text = "-".join(p for p in (digits[:4], digits[4:6], digits[6:8]) if p)
-    if earliest_date(text) is None and (problem := date_problem(text)):
-        raise MessageError("PID-7", problem)
-    return text
+    return None if date_problem(text) else text
 
 
 def _first(message: V2Message, refs: tuple[str, ...]) -> str:
