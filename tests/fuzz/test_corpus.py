@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from fhir_engagement.errors import MessageError, RecordError
-from fhir_engagement.ingest.fhir import MAX_DEPTH, nhs_number_is_valid
+from fhir_engagement.ingest.fhir import MAX_DEPTH, nhs_number_is_valid, too_deep
 from fhir_engagement.ingest.fhirtime import earliest_date, latest_date, parse_datetime
 from fhir_engagement.ingest.hl7v2 import read_v2
 from fhir_engagement.ingest.mllp import START, MllpSettings, start_mllp_server
@@ -73,6 +73,12 @@ def test_an_out_of_range_date_is_refused_naming_the_field_and_the_year(name: str
     assert isinstance(error, RecordError)
     assert error.where == "f.json (Appointment.start)"
     assert f"year {year} is outside 1900-2200" in error.reason
+
+
+def test_too_deep_checks_level_by_level_without_recursion() -> None:
+    assert too_deep([[[[]]]], limit=3)
+    assert not too_deep([[[]]], limit=3)
+    assert too_deep(_nested(50_000, "concept"))
 
 
 def test_a_superscript_digit_is_not_an_nhs_number_digit() -> None:
@@ -132,22 +138,22 @@ def _nested(depth: int, shape: str) -> Any:
 
 
 @pytest.mark.parametrize("shape", ["concept", "bundle"])
-@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 1000, 5000])
+@pytest.mark.parametrize("depth", [9, MAX_DEPTH + 1, 1000, 5000])
 def test_deep_nesting_is_refused_with_a_named_error(shape: str, depth: int) -> None:
     doc = {"resourceType": "Appointment", "id": "a", "status": "noshow",
            "appointmentType": _nested(depth, shape)} if shape == "concept" else _nested(depth, shape)
     [error] = p.reader().read(doc, "deep.json")
     assert isinstance(error, RecordError)
-    assert error.where == "deep.json"
+    assert error.where.startswith("deep.json")
     assert "nested more than" in error.reason
     body = b'{"resourceType":"Bundle","entry":' + b"[" * depth + b"]" * depth + b"}"
-    assert p.check_classify(body) == "NotificationError"
+    assert p.check_classify(body) == ("NotificationError" if depth >= MAX_DEPTH else "bundle")
 
 
-def test_nesting_within_the_limit_is_read() -> None:
+def test_nesting_within_the_limits_is_read() -> None:
     doc = {"resourceType": "Appointment", "id": "a", "status": "noshow", "start": "2026-01-01",
-           "appointmentType": _nested(3, "concept")}
-    [event] = p.reader().read(doc, "f")
+           "appointmentType": _nested(1, "concept")}  # an R5 CodeableReference
+    [event] = p.reader().read(_nested(7, "bundle") | {"entry": [{"resource": doc}]}, "f")
     assert "s|c" in event.slots["visit"]
 
 

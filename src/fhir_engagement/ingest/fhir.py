@@ -3,8 +3,9 @@
 Works on parsed JSON (dicts), not fhir.resources models: every input resource passes through here
 and full validation costs ~70x the parse. Each field read is type-checked, so a wrong type becomes a
 RecordError naming the JSON path rather than a crash. The pipeline validates, with fhir.resources,
-only what it acts on. Reading is linear in the document's size and never recurses deeper than
-MAX_DEPTH: a document nested deeper is refused before it is read.
+only what it acts on. Reading is linear in the document's size, and its only recursions (Bundles
+in Bundles, a CodeableReference's concept) stop at a fixed depth with a RecordError: a document
+nested thousands deep is refused, never a RecursionError.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ Record = Event | PatientFacts | StatusFact
 Json = Mapping[str, Any]
 # Real FHIR, Bundles of Bundles with contained resources and nested extensions included, stays
 # under 30 levels. 100 is far from that and from what orjson will write back (255) and Python's
-# recursion limit (1000): deeper input is hostile, and refused with a named error.
+# recursion limit (1000): deeper input is hostile. Checked whole where a body arrives (a push);
+# the replay hot path bounds only what it recurses into, as a full walk would double its cost.
 MAX_DEPTH = 100
+_MAX_BUNDLES = 8  # Bundles nested in Bundles (a transaction holding a message holding a search)
+_MAX_CONCEPTS = 2  # a CodeableReference holds a CodeableConcept, which holds no concept
 _DIGITS = frozenset("0123456789")
 
 _EVENT_TYPES = frozenset(STATUS_SYSTEMS)
@@ -141,15 +145,17 @@ class Reader:
         if not isinstance(doc, dict):
             yield RecordError(origin, f"expected a JSON object, got {_kind(doc)}")
             return
-        if too_deep(doc):
-            yield RecordError(origin, f"nested more than {MAX_DEPTH} levels deep: not read")
-            return
         if doc.get("resourceType") == "Bundle":
             yield from self._bundle(doc, origin, ChainMap())
         else:
             yield from self._one(doc, origin, {}, "")
 
-    def _bundle(self, bundle: Json, origin: str, outer: ChainMap[str, str]) -> Iterator[Any]:
+    def _bundle(
+        self, bundle: Json, origin: str, outer: ChainMap[str, str], depth: int = 1
+    ) -> Iterator[Any]:
+        if depth > _MAX_BUNDLES:
+            yield RecordError(origin, f"Bundles nested more than {_MAX_BUNDLES} deep: not read")
+            return
         entries = bundle.get("entry", [])
         if not isinstance(entries, list):
             yield RecordError(origin, "Bundle.entry: expected a list")
@@ -174,7 +180,7 @@ class Reader:
             if not isinstance(res, dict):
                 yield RecordError(f"{where}.resource", f"expected an object, got {_kind(res)}")
             elif res.get("resourceType") == "Bundle":
-                yield from self._bundle(res, f"{where}.resource", aliases)
+                yield from self._bundle(res, f"{where}.resource", aliases, depth + 1)
             else:
                 full = entry.get("fullUrl")
                 yield from self._one(res, f"{where}.resource", aliases, source, full)
@@ -265,7 +271,7 @@ class _Ctx:
         self._concept_into(out, value, path)
         return out
 
-    def _concept_into(self, out: set[str], value: Any, path: str) -> None:
+    def _concept_into(self, out: set[str], value: Any, path: str, depth: int = 0) -> None:
         # The hot path of every replay: paths for error messages are built only on failure.
         if value is None:
             return
@@ -273,7 +279,9 @@ class _Ctx:
             raise self.fail(path, f"expected a CodeableConcept, got {_kind(value)}")
         inner = value.get("concept")
         if inner is not None:  # R5 CodeableReference
-            self._concept_into(out, inner, f"{path}.concept")
+            if depth >= _MAX_CONCEPTS:
+                raise self.fail(path, f"concept nested more than {_MAX_CONCEPTS} deep")
+            self._concept_into(out, inner, f"{path}.concept", depth + 1)
             return
         codings = value.get("coding")
         if codings is None:
