@@ -67,7 +67,7 @@ def run_property(name: str, n: int, seed: int) -> dict[str, Any]:
         except Exception:  # any escape is a crash: that is what is being counted
             crashes += 1
             if crashes <= 3:
-                print(f"  crash in {name}: {repr(case)[:300]}\n{traceback.format_exc(limit=4)}")
+                print(f"  crash in {name}: {_show(case)}\n{traceback.format_exc(limit=4)}")
             continue
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -76,6 +76,13 @@ def run_property(name: str, n: int, seed: int) -> dict[str, Any]:
         hangs += took > HANG
     return {"name": name, "cases": n, "crashes": crashes, "hangs": hangs,
             "seconds": time.perf_counter() - started, "worst": worst, "outcomes": outcomes}
+
+
+def _show(case: Any) -> str:
+    try:
+        return repr(case)[:300]
+    except RecursionError:  # the case is nested too deep to print: that may be the crash
+        return f"a {type(case).__name__} nested too deep to print"
 
 
 def linear_check(sizes: tuple[int, ...] = (1000, 8000, 32000)) -> None:

@@ -150,6 +150,17 @@ def test_deep_nesting_is_refused_with_a_named_error(shape: str, depth: int) -> N
     assert p.check_classify(body) == ("NotificationError" if depth >= MAX_DEPTH else "bundle")
 
 
+def test_values_nested_deep_where_a_string_belongs_are_never_formatted() -> None:
+    """Found by the fuzz bench: str() of a resourceType or contained id 990 levels deep."""
+    deep = _nested(990, "concept")
+    bundle = {"resourceType": "Bundle", "entry": [
+        {"fullUrl": "urn:uuid:1", "resource": {"resourceType": deep, "id": "x"}},
+        {"resource": {"resourceType": "Appointment", "id": "a", "status": "noshow",
+                      "contained": [{"resourceType": "Patient", "id": deep}]}}]}
+    outcomes = [type(item).__name__ for item in p.reader().read(bundle, "f")]
+    assert outcomes == ["RecordError", "PatientFacts", "Event"]
+
+
 def test_nesting_within_the_limits_is_read() -> None:
     doc = {"resourceType": "Appointment", "id": "a", "status": "noshow", "start": "2026-01-01",
            "appointmentType": _nested(1, "concept")}  # an R5 CodeableReference

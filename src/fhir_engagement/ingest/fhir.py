@@ -166,8 +166,10 @@ class Reader:
         for entry in entries:
             res = entry.get("resource") if isinstance(entry, dict) else None
             full = entry.get("fullUrl") if isinstance(entry, dict) else None
-            if isinstance(res, dict) and isinstance(full, str) and isinstance(res.get("id"), str):
-                aliases[full] = f"{res.get('resourceType')}/{res['id']}"
+            # Only strings are formatted: str() of a value nested thousands deep overflows.
+            if (isinstance(res, dict) and isinstance(full, str) and isinstance(res.get("id"), str)
+                    and isinstance(res.get("resourceType"), str)):
+                aliases[full] = f"{res['resourceType']}/{res['id']}"
         source = _meta_source(bundle) or self.source
         for i, entry in enumerate(entries):
             where = f"{origin} entry[{i}]"
@@ -358,7 +360,8 @@ class _Ctx:
             if isinstance(item, dict) and item.get("resourceType") == "Patient":
                 inner = _Ctx(item, "Patient", f"{self.origin} contained[{i}]", self.aliases,
                              self.source)
-                local = f"{self.key}#{item.get('id', '')}"
+                local_id = item.get("id")
+                local = f"{self.key}#{local_id if isinstance(local_id, str) else ''}"
                 facts = inner.patient(None)
                 yield PatientFacts((local, *facts.aliases), facts.nhs_number, facts.birth_date,
                                    facts.origin)

@@ -72,7 +72,8 @@ def _check_path(doc: dict[str, Any], path_type: str, path_id: str | None) -> Non
         raise NotificationError("resourceType", f"the body is a {doc['resourceType']}, the URL "
                                 f"says {path_type}")
     if path_id is not None and doc.get("id") not in (None, path_id):
-        raise NotificationError("id", f"the body's id {doc.get('id')!r} is not the URL's {path_id!r}")
+        raise NotificationError("id", f"the body's id {_short(doc.get('id'))} is not the URL's "
+                                f"{_short(path_id)}")
 
 
 def _bundle(doc: dict[str, Any], body: bytes) -> Notice:
