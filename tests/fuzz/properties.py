@@ -102,13 +102,18 @@ def random_json(rng: random.Random, depth: int = 4) -> Any:
     """Any JSON-ish value: what a hostile client can send once the bytes parse."""
     roll = rng.random()
     if depth <= 0 or roll < 0.45:
-        return rng.choice(HOSTILE_VALUES) if rng.random() < 0.5 else _scalar(rng)
+        return _hostile(rng) if rng.random() < 0.5 else _scalar(rng)
     if roll < 0.7:
         return [random_json(rng, depth - 1) for _ in range(rng.randrange(4))]
     keys = ["resourceType", "id", "entry", "resource", "coding", "code", "system", "status",
             "start", "subject", "reference", "participant", "actor", "concept", "extension"]
     return {rng.choice(keys) if rng.random() < 0.7 else _text(rng): random_json(rng, depth - 1)
             for _ in range(rng.randrange(5))}
+
+
+def _hostile(rng: random.Random) -> Any:
+    """A copy: the list's own dicts and lists must never be mutated into (or into themselves)."""
+    return copy.deepcopy(rng.choice(HOSTILE_VALUES))
 
 
 def _scalar(rng: random.Random) -> Any:
@@ -157,7 +162,7 @@ def _mutate_slot(rng: random.Random, parent: Any, key: Any, grown: bool) -> bool
     if grown and 0.65 <= roll < 0.85:
         roll = rng.random() * 0.65
     if roll < 0.35:
-        parent[key] = rng.choice(HOSTILE_VALUES)
+        parent[key] = _hostile(rng)
     elif roll < 0.55:
         parent[key] = random_json(rng, 3)
     elif roll < 0.65 and isinstance(parent, dict):
