@@ -3,32 +3,45 @@
 Works on parsed JSON (dicts), not fhir.resources models: every input resource passes through here
 and full validation costs ~70x the parse. Each field read is type-checked, so a wrong type becomes a
 RecordError naming the JSON path rather than a crash. The pipeline validates, with fhir.resources,
-only what it acts on.
+only what it acts on. Reading is linear in the document's size, and its only recursions (Bundles
+in Bundles, a CodeableReference's concept) stop at a fixed depth with a RecordError: a document
+nested thousands deep is refused, never a RecursionError.
 """
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from fhir_engagement.errors import RecordError
-from fhir_engagement.ingest.fhirtime import parse_datetime
+from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
 from fhir_engagement.model import STATUS_SYSTEMS, Event, PatientFacts, StatusFact
 
 __all__ = [
+    "MAX_DEPTH",
     "NHS_NUMBER_SYSTEM",
     "Reader",
     "Record",
     "nhs_number_is_valid",
     "reference_key",
     "resource_path",
+    "too_deep",
 ]
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 Record = Event | PatientFacts | StatusFact
 Json = Mapping[str, Any]
+# Real FHIR, Bundles of Bundles with contained resources and nested extensions included, stays
+# under 30 levels. 100 is far from that and from what orjson will write back (255) and Python's
+# recursion limit (1000): deeper input is hostile. Checked whole where a body arrives (a push);
+# the replay hot path bounds only what it recurses into, as a full walk would double its cost.
+MAX_DEPTH = 100
+_MAX_BUNDLES = 8  # Bundles nested in Bundles (a transaction holding a message holding a search)
+_MAX_CONCEPTS = 2  # a CodeableReference holds a CodeableConcept, which holds no concept
+_DIGITS = frozenset("0123456789")
 
 _EVENT_TYPES = frozenset(STATUS_SYSTEMS)
 _CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition"})
@@ -39,7 +52,8 @@ _NOT_A_PATIENT = ("Location/", "Device/", "Practitioner", "HealthcareService/", 
 
 def nhs_number_is_valid(value: str) -> bool:
     """Ten digits whose tenth is the modulus-11 check digit of the first nine."""
-    if len(value) != 10 or not value.isdigit():
+    # Only ASCII 0-9: str.isdigit() is True for '²', which int() then refuses.
+    if len(value) != 10 or not _DIGITS.issuperset(value):
         return False
     total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
     check = 11 - total % 11
@@ -81,6 +95,23 @@ def _key_of_reference_text(text: str, aliases: Mapping[str, str], owner: str) ->
     return resource_path(text)
 
 
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether a parsed JSON value nests objects/lists more than ``limit`` levels deep.
+
+    Level by level, not recursive, so checking a hostile value cannot itself overflow the stack.
+    """
+    level = [value] if type(value) in (dict, list) else []
+    for _ in range(limit):
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            below.extend(c for c in children if type(c) in (dict, list))
+        if not below:
+            return False
+        level = below
+    return True
+
+
 def resource_path(text: str) -> str:
     """``https://x/fhir/Appointment/1/_history/2`` (or relative) -> ``Appointment/1``."""
     parts = [p for p in text.split("/") if p]
@@ -115,21 +146,30 @@ class Reader:
             yield RecordError(origin, f"expected a JSON object, got {_kind(doc)}")
             return
         if doc.get("resourceType") == "Bundle":
-            yield from self._bundle(doc, origin, {})
+            yield from self._bundle(doc, origin, ChainMap())
         else:
             yield from self._one(doc, origin, {}, "")
 
-    def _bundle(self, bundle: Json, origin: str, outer: dict[str, str]) -> Iterator[Any]:
+    def _bundle(
+        self, bundle: Json, origin: str, outer: ChainMap[str, str], depth: int = 1
+    ) -> Iterator[Any]:
+        if depth > _MAX_BUNDLES:
+            yield RecordError(origin, f"Bundles nested more than {_MAX_BUNDLES} deep: not read")
+            return
         entries = bundle.get("entry", [])
         if not isinstance(entries, list):
             yield RecordError(origin, "Bundle.entry: expected a list")
             return
-        aliases = dict(outer)
+        # A view over the outer Bundle's names, not a copy: copying them into each of many inner
+        # Bundles cost quadratic time.
+        aliases = outer.new_child()
         for entry in entries:
             res = entry.get("resource") if isinstance(entry, dict) else None
             full = entry.get("fullUrl") if isinstance(entry, dict) else None
-            if isinstance(res, dict) and isinstance(full, str) and isinstance(res.get("id"), str):
-                aliases[full] = f"{res.get('resourceType')}/{res['id']}"
+            # Only strings are formatted: str() of a value nested thousands deep overflows.
+            if (isinstance(res, dict) and isinstance(full, str) and isinstance(res.get("id"), str)
+                    and isinstance(res.get("resourceType"), str)):
+                aliases[full] = f"{res['resourceType']}/{res['id']}"
         source = _meta_source(bundle) or self.source
         for i, entry in enumerate(entries):
             where = f"{origin} entry[{i}]"
@@ -142,7 +182,7 @@ class Reader:
             if not isinstance(res, dict):
                 yield RecordError(f"{where}.resource", f"expected an object, got {_kind(res)}")
             elif res.get("resourceType") == "Bundle":
-                yield from self._bundle(res, f"{where}.resource", aliases)
+                yield from self._bundle(res, f"{where}.resource", aliases, depth + 1)
             else:
                 full = entry.get("fullUrl")
                 yield from self._one(res, f"{where}.resource", aliases, source, full)
@@ -186,6 +226,18 @@ class _Ctx:
             res, rtype, origin, aliases, source)
         rid = res.get("id")
         self.key = f"{rtype}/{rid}" if isinstance(rid, str) and rid else ""
+        self._contained: dict[str, str] | None = None
+
+    def contained_type(self, local_id: str) -> str:
+        """The type of the contained resource ``#local_id`` ('' if none), indexed on first use:
+        a search per participant cost participants x contained."""
+        if self._contained is None:
+            self._contained = {}
+            for item in self.items(self.res, "contained", ""):
+                if isinstance(item, dict) and isinstance(item.get("id"), str):
+                    rtype = item.get("resourceType")
+                    self._contained.setdefault(item["id"], rtype if isinstance(rtype, str) else "")
+        return self._contained.get(local_id, "")
 
     # -- typed access ------------------------------------------------------------------------
     def fail(self, path: str, reason: str) -> RecordError:
@@ -221,7 +273,7 @@ class _Ctx:
         self._concept_into(out, value, path)
         return out
 
-    def _concept_into(self, out: set[str], value: Any, path: str) -> None:
+    def _concept_into(self, out: set[str], value: Any, path: str, depth: int = 0) -> None:
         # The hot path of every replay: paths for error messages are built only on failure.
         if value is None:
             return
@@ -229,7 +281,9 @@ class _Ctx:
             raise self.fail(path, f"expected a CodeableConcept, got {_kind(value)}")
         inner = value.get("concept")
         if inner is not None:  # R5 CodeableReference
-            self._concept_into(out, inner, f"{path}.concept")
+            if depth >= _MAX_CONCEPTS:
+                raise self.fail(path, f"concept nested more than {_MAX_CONCEPTS} deep")
+            self._concept_into(out, inner, f"{path}.concept", depth + 1)
             return
         codings = value.get("coding")
         if codings is None:
@@ -295,7 +349,8 @@ class _Ctx:
             if raw:
                 parsed = parse_datetime(raw)
                 if parsed is None:
-                    raise self.fail(f"{path}{name}", f"not a FHIR dateTime: {raw!r}")
+                    reason = date_problem(raw) or "not a FHIR dateTime"
+                    raise self.fail(f"{path}{name}", f"{reason}: {raw[:40]!r}")
                 return parsed
         return None
 
@@ -305,7 +360,8 @@ class _Ctx:
             if isinstance(item, dict) and item.get("resourceType") == "Patient":
                 inner = _Ctx(item, "Patient", f"{self.origin} contained[{i}]", self.aliases,
                              self.source)
-                local = f"{self.key}#{item.get('id', '')}"
+                local_id = item.get("id")
+                local = f"{self.key}#{local_id if isinstance(local_id, str) else ''}"
                 facts = inner.patient(None)
                 yield PatientFacts((local, *facts.aliases), facts.nhs_number, facts.birth_date,
                                    facts.origin)
@@ -327,6 +383,8 @@ class _Ctx:
                 nhs = key[4:]
             aliases.append(key)
         birth = self.text(self.res, "birthDate", "")
+        if birth and date_problem(birth):
+            birth = None  # a placeholder year: an unknown age, treated as a child's (hl7v2._v2_date)
         return PatientFacts(tuple(dict.fromkeys(a for a in aliases if a)), nhs, birth, self.origin)
 
     def status_fact(self, status_codes: frozenset[str]) -> StatusFact | None:
@@ -352,8 +410,12 @@ class _Ctx:
         return StatusFact(self.key or self.origin, patient, codes, start, end, active)
 
     def _maybe(self, obj: Json, name: str, path: str) -> datetime | None:
+        """An optional time: unreadable text is no time, a year out of range refuses the record."""
         raw = self.text(obj, name, path)
-        return parse_datetime(raw) if raw else None
+        parsed = parse_datetime(raw) if raw else None
+        if raw and parsed is None and (problem := date_problem(raw)):
+            raise self.fail(f"{path}{name}", problem)
+        return parsed
 
     def event(self, extensions: Mapping[str, tuple[str, ...]]) -> Event:
         if not self.key:
@@ -437,10 +499,7 @@ def _actor_type(actor: Json, ctx: _Ctx) -> str:
         nhs = isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM
         return "Patient" if nhs else ""  # an NHS number names a patient even without a type
     if ref.startswith("#"):
-        for item in ctx.items(ctx.res, "contained", ""):
-            if isinstance(item, dict) and f"#{item.get('id')}" == ref:
-                return str(item.get("resourceType", ""))
-        return ""
+        return ctx.contained_type(ref[1:])
     key = ctx.aliases.get(ref, ref) if ref.startswith("urn:") else ref
     if "?" in key:
         return key.split("?", 1)[0].rsplit("/", 1)[-1]

@@ -2,6 +2,11 @@
 
 Real data has 7-digit fractions (``datetime.fromisoformat`` silently truncates them on 3.11+ only
 after we cut them), ``Z``, partial dates (``2012``, ``2012-05``) and local times with no offset.
+
+Only years MIN_YEAR..MAX_YEAR are read. PAS exports hold ``0001-01-01`` (.NET DateTime.MinValue)
+and ``9999-12-31`` placeholders; read as given, they overflow later stages (year 1 minus a
+window). Such a date is no date: the parsers here answer None and ``date_problem`` says why, so
+the caller can reject the record naming the field.
 """
 
 from __future__ import annotations
@@ -10,11 +15,15 @@ import re
 from datetime import UTC, date, datetime, time
 from zoneinfo import ZoneInfo
 
-__all__ = ["LONDON", "earliest_date", "latest_date", "parse_datetime"]
+__all__ = ["LONDON", "MAX_YEAR", "MIN_YEAR", "date_problem", "earliest_date", "latest_date",
+           "parse_datetime"]
 
 LONDON = ZoneInfo("Europe/London")
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-_DATE = re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-\d{2})?)?$")
+MIN_YEAR, MAX_YEAR = 1900, 2200
+_LONGEST = 64  # longer than any FHIR dateTime: not worth a regular expression's time
+_FRACTION = re.compile(r"(\.[0-9]{6})[0-9]+")
+_DATE = re.compile(r"^[0-9]{4}(-(0[1-9]|1[0-2])(-[0-9]{2})?)?$")
+_YEAR = re.compile(r"^\s*([0-9]{4})")
 
 
 def parse_datetime(value: str, tz: ZoneInfo = LONDON) -> datetime | None:
@@ -23,7 +32,7 @@ def parse_datetime(value: str, tz: ZoneInfo = LONDON) -> datetime | None:
     A date without a time is taken as local midnight: an appointment's day is what matters.
     """
     text = value.strip()
-    if len(text) < 4:
+    if not 4 <= len(text) <= _LONGEST or not text.isascii():
         return None
     if len(text) <= 10:
         day = earliest_date(text)
@@ -33,9 +42,21 @@ def parse_datetime(value: str, tz: ZoneInfo = LONDON) -> datetime | None:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
+    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
+        return None  # checked before the UTC shift, which overflows at year 1 and 9999
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(UTC)
+
+
+def date_problem(value: str) -> str | None:
+    """The reason to refuse a date whose year is out of range; None when the year is not the
+    problem (the text may still be no date at all)."""
+    year = _YEAR.match(value)
+    if year and not MIN_YEAR <= int(year.group(1)) <= MAX_YEAR:
+        return (f"year {year.group(1)} is outside {MIN_YEAR}-{MAX_YEAR}: a placeholder, not a "
+                "date to act on")
+    return None
 
 
 def earliest_date(value: str) -> date | None:
@@ -55,6 +76,8 @@ def _partial(value: str, latest: bool) -> date | None:
     parts = text.split("-")
     try:
         year = int(parts[0])
+        if not MIN_YEAR <= year <= MAX_YEAR:
+            return None
         month = int(parts[1]) if len(parts) > 1 else (12 if latest else 1)
         if len(parts) > 2:
             return date(year, month, int(parts[2]))

@@ -2,7 +2,8 @@
 
 The mapping for the message type (mappings/hl7v2/) names the fields; this module only reads them.
 A message type with no mapping is acknowledged and ignored: most of a PAS feed is ADT updates the
-guidance has nothing to say about.
+guidance has nothing to say about. Reading is linear in the message's size (each field's
+repetitions are split once) and every fault is a MessageError naming the field.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 
 from fhir_engagement.errors import MessageError
 from fhir_engagement.ingest.fhir import Record, nhs_number_is_valid
-from fhir_engagement.ingest.fhirtime import parse_datetime
+from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
 from fhir_engagement.ingest.v2map import V2Mapping, V2Mappings
 from fhir_engagement.ingest.v2parse import V2Message
 from fhir_engagement.model import Event, PatientFacts
@@ -21,7 +22,9 @@ from fhir_engagement.model import Event, PatientFacts
 __all__ = ["build_ack", "read_v2", "v2_time"]
 
 _NHS_TYPES = frozenset({"NH", "HN", "NHS"})
-_TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d+)?([+-]\d{4})?$")
+_TS = re.compile(r"^([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?(\.[0-9]+)?"
+                 r"([+-][0-9]{4})?$")
+_DIGITS = frozenset("0123456789")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
 
@@ -37,7 +40,8 @@ def read_v2(message: V2Message, mappings: V2Mappings, origin: str) -> list[Recor
 def _patient(message: V2Message, origin: str) -> PatientFacts:
     if not message.has("PID"):
         raise MessageError("PID", "no PID segment: the message names no patient")
-    aliases: list[str] = []
+    national: list[str] = []  # NHS numbers come first: the alias a child is known by
+    local: list[str] = []
     nhs = None
     for field in ("PID-3", "PID-2"):
         for rep in range(message.repetitions(field)):
@@ -49,13 +53,14 @@ def _patient(message: V2Message, origin: str) -> PatientFacts:
             if kind in _NHS_TYPES or authority.upper() == "NHS":
                 if nhs_number_is_valid(value):
                     nhs = value
-                    aliases.insert(0, f"nhs:{value}")
+                    national.append(f"nhs:{value}")
                 continue  # an invalid NHS number must never join children's records
-            aliases.append(f"id:urn:hl7v2:{authority or message.get('MSH-4.1') or 'local'}|{value}")
-    if not aliases:
+            local.append(f"id:urn:hl7v2:{authority or message.get('MSH-4.1') or 'local'}|{value}")
+    if not national and not local:
         raise MessageError("PID-3", "no usable patient identifier")
     birth = _v2_date(message.get("PID-7.1"))
-    return PatientFacts(tuple(dict.fromkeys(aliases)), nhs, birth, origin)
+    aliases = dict.fromkeys([*reversed(national), *local])  # the last NHS number given wins
+    return PatientFacts(tuple(aliases), nhs, birth, origin)
 
 
 def _event(message: V2Message, mapping: V2Mapping, patient: PatientFacts, origin: str) -> Event:
@@ -95,7 +100,8 @@ def _time(message: V2Message, mapping: V2Mapping) -> datetime | None:
         if raw:
             moment = v2_time(raw)
             if moment is None:
-                raise MessageError(ref, f"not an HL7 v2 timestamp: {raw!r}")
+                reason = date_problem(raw) or "not an HL7 v2 timestamp"
+                raise MessageError(ref, f"{reason}: {raw[:40]!r}")
             return moment
     return None
 
@@ -113,11 +119,17 @@ def v2_time(value: str) -> datetime | None:
 
 
 def _v2_date(value: str) -> str | None:
-    """PID-7 -> a FHIR date, keeping its precision (``2012``, ``2012-05``, ``2012-05-01``)."""
+    """PID-7 -> a FHIR date, keeping its precision (``2012``, ``2012-05``, ``2012-05-01``).
+
+    A year out of range (python-hl7's samples hold ``10131113``) makes the birth date unknown,
+    not the message unreadable: an unknown age is treated as a child's, the safe side, whereas
+    refusing the message would lose the appointment for a fault in a demographic field.
+    """
     digits = value.strip()[:8]
-    if not digits.isdigit() or len(digits) not in (4, 6, 8):
+    if not _DIGITS.issuperset(digits) or len(digits) not in (4, 6, 8):
         return None
-    return "-".join(p for p in (digits[:4], digits[4:6], digits[6:8]) if p)
+    text = "-".join(p for p in (digits[:4], digits[4:6], digits[6:8]) if p)
+    return None if date_problem(text) else text
 
 
 def _first(message: V2Message, refs: tuple[str, ...]) -> str:

@@ -5,16 +5,25 @@ the server) stores the message and returns the ACK; this module never decides AA
 a frame it cannot even hand over (too large), where it asks ``on_oversize`` for the answer. Stray
 bytes between frames are skipped; an idle connection is closed; a peer that vanishes mid-frame
 loses nothing it was told was accepted. Not hl7apy's server: that closes after one message.
+
+Memory per connection is bounded: a frame is at most ``max_frame`` bytes and, once begun, must
+end within ``frame_timeout``; a peer that stops half way (or vanishes without closing, which TCP
+keepalive then notices) is dropped with its buffer instead of holding it for the idle timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-__all__ = ["END", "START", "Handler", "MllpListener", "MllpSettings", "frame", "start_mllp_server"]
+from fhir_engagement.errors import FramingError
+
+__all__ = ["END", "START", "Handler", "MllpListener", "MllpSettings", "frame", "next_frame",
+           "read_frame_body", "start_mllp_server"]
 
 START = b"\x0b"
 END = b"\x1c\x0d"
@@ -30,6 +39,7 @@ class MllpSettings:
     max_frame: int = 1_048_576
     idle_timeout: float = 300.0
     tls: ssl.SSLContext | None = None
+    frame_timeout: float = 60.0  # from a frame's start byte to its end
 
 
 def frame(payload: bytes) -> bytes:
@@ -70,6 +80,7 @@ async def start_mllp_server(
         task = asyncio.current_task()
         if task is not None:
             connections[task] = writer
+        _keepalive(writer)
         try:
             await _serve(reader, writer, handler, on_oversize, limits)
         finally:
@@ -88,12 +99,13 @@ async def _serve(
 ) -> None:
     while True:
         try:
-            payload = await asyncio.wait_for(_next_frame(reader, limits.max_frame),
-                                             limits.idle_timeout)
+            await asyncio.wait_for(_skip_to_start(reader), limits.idle_timeout)
+            payload = await asyncio.wait_for(read_frame_body(reader, limits.max_frame),
+                                             limits.frame_timeout)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
-            return  # idle, or the peer closed (mid-frame: nothing was acknowledged, nothing lost)
-        except _Oversize as big:
-            answer = on_oversize(big.head, limits.max_frame)
+            return  # idle, stalled or closed mid-frame: nothing was acknowledged, nothing lost
+        except FramingError as big:
+            answer = on_oversize(big.raw, limits.max_frame)
         else:
             answer = await handler(payload)
         writer.write(frame(answer))
@@ -103,15 +115,32 @@ async def _serve(
             return
 
 
-class _Oversize(Exception):  # noqa: N818 - internal control flow, never leaves this module
-    def __init__(self, head: bytes) -> None:
-        super().__init__("frame too large")
-        self.head = head
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """Let TCP notice a peer that vanished without closing, so its buffer is not kept for hours."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        # Not a TCP socket (a Unix socket in tests): the timeouts still apply.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
 
-async def _next_frame(reader: asyncio.StreamReader, max_frame: int) -> bytes:
-    """The next frame's payload; stray bytes before its start byte are dropped."""
+async def next_frame(reader: asyncio.StreamReader, max_frame: int) -> bytes:
+    """The next frame's payload; stray bytes before its start byte are dropped.
+
+    Raises:
+        FramingError: the frame is larger than ``max_frame``; ``raw`` holds its first 4 KB (MSH)
+            and the reader is left at the next frame.
+    """
     await _skip_to_start(reader)
+    return await read_frame_body(reader, max_frame)
+
+
+async def read_frame_body(reader: asyncio.StreamReader, max_frame: int) -> bytes:
+    """The rest of a frame whose start byte was read (see ``next_frame``).
+
+    The reader's own limit (``max_frame`` + 2 on the server) bounds what is buffered; the size is
+    checked here as well, so the limit holds whatever reader is passed.
+    """
     head = b""
     oversize = False
     while True:
@@ -124,8 +153,8 @@ async def _next_frame(reader: asyncio.StreamReader, max_frame: int) -> bytes:
             head = head or chunk[:4096]
             oversize = True
             continue
-        if oversize:
-            raise _Oversize(head)
+        if oversize or len(data) - len(END) > max_frame:
+            raise FramingError("MLLP frame", f"larger than {max_frame} bytes", head or data[:4096])
         payload = data[: -len(END)]
         # A start byte inside means the sender abandoned a frame and began again: keep the last.
         return payload.rsplit(START, 1)[-1]

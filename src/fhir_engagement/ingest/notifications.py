@@ -4,6 +4,12 @@ Pure: no I/O. Knows the shapes of classic R4 rest-hook (``PUT {endpoint}/{Type}/
 resource; an empty ``POST`` meaning "something changed"), topic-based notifications (R4 backport:
 a history Bundle whose first entry is Parameters; R4B: history with SubscriptionStatus; R5:
 ``subscription-notification``), and plain resources or Bundles posted by an integration engine.
+
+Every body is either a Notice or a NotificationError naming the JSON element: wrong types, bodies
+nested deeper than MAX_DEPTH and absurd event numbers are refused, never a crash. Event numbers
+are rejected, not clamped, outside 0..MAX_EVENT_NUMBER or above the notification's own
+events-since-start: the inbox keeps the largest number seen to find lost events, so one absurd
+number would hide every later gap.
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ from typing import Any
 import orjson
 
 from fhir_engagement.errors import NotificationError
-from fhir_engagement.ingest.fhir import resource_path
+from fhir_engagement.ingest.fhir import MAX_DEPTH, resource_path, too_deep
 
-__all__ = ["Notice", "classify"]
+__all__ = ["MAX_EVENT_NUMBER", "Notice", "classify"]
+
+# The largest integer every JSON implementation reads exactly (2^53 - 1); FHIR's integer64 goes
+# to 2^63 - 1, but no server counts that many events, and SQLite's INTEGER stops there.
+MAX_EVENT_NUMBER = 2**53 - 1
 
 _TOPIC_TYPES = ("handshake", "heartbeat", "event-notification", "query-status", "query-event")
 
@@ -48,6 +58,8 @@ def classify(body: bytes, path_type: str | None = None, path_id: str | None = No
                                 f"not valid JSON: {exc.msg}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
         raise NotificationError("body", "not a FHIR resource (no resourceType)")
+    if too_deep(doc):
+        raise NotificationError("body", f"nested more than {MAX_DEPTH} levels deep")
     if path_type:
         _check_path(doc, path_type, path_id)
     if doc["resourceType"] == "Bundle":
@@ -60,7 +72,8 @@ def _check_path(doc: dict[str, Any], path_type: str, path_id: str | None) -> Non
         raise NotificationError("resourceType", f"the body is a {doc['resourceType']}, the URL "
                                 f"says {path_type}")
     if path_id is not None and doc.get("id") not in (None, path_id):
-        raise NotificationError("id", f"the body's id {doc.get('id')!r} is not the URL's {path_id!r}")
+        raise NotificationError("id", f"the body's id {_short(doc.get('id'))} is not the URL's "
+                                f"{_short(path_id)}")
 
 
 def _bundle(doc: dict[str, Any], body: bytes) -> Notice:
@@ -77,59 +90,102 @@ def _topic(doc: dict[str, Any], status: dict[str, Any]) -> Notice:
     fields = _backport(status) if status["resourceType"] == "Parameters" else _status(status)
     kind, subscription, since, events = fields
     if kind not in _TOPIC_TYPES:
-        raise NotificationError("entry[0] type", f"unknown notification type {kind!r}")
+        raise NotificationError("entry[0] type", f"unknown notification type {_short(kind)}")
     if not subscription:
         raise NotificationError("entry[0] subscription", "a notification must name its subscription")
     numbers = tuple(n for n, _ in events if n is not None)
-    included = {resource_path(e["fullUrl"]) for e in doc.get("entry", [])[1:]
+    if numbers and since is not None and max(numbers) > since:
+        raise NotificationError("entry[0] event number", f"event {max(numbers)} is beyond the "
+                                f"{since} events the subscription has had")
+    included = {resource_path(e["fullUrl"]) for e in doc["entry"][1:]
                 if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and "resource" in e}
     focus = tuple(f for _, f in events if f and resource_path(f) not in included)
     key = f"{subscription}#{max(numbers)}" if numbers else f"{subscription}#{kind}:{since}"
     return Notice(kind, key, doc, subscription, numbers, since, focus)
 
 
-def _backport(params: dict[str, Any]) -> tuple[str, str, int | None, list[tuple[int | None, str]]]:
+_Fields = tuple[str, str, int | None, list[tuple[int | None, str]]]
+
+
+def _backport(params: dict[str, Any]) -> _Fields:
     """R4 backport: a Parameters resource (its values are strings even when they are numbers)."""
     kind, subscription, since, events = "", "", None, []
-    for p in params.get("parameter", []):
+    for i, p in enumerate(_items(params, "parameter", "entry[0].parameter")):
+        where = f"entry[0].parameter[{i}]"
         name = p.get("name")
         if name == "type":
-            kind = p.get("valueCode", "")
+            kind = _text(p.get("valueCode"))
         elif name == "subscription":
-            subscription = p.get("valueReference", {}).get("reference") or p.get("valueString", "")
+            subscription = _reference(p.get("valueReference")) or _text(p.get("valueString"))
         elif name == "events-since-subscription-start":
-            since = _int(p, "events-since-subscription-start")
+            since = _int(p, where)
         elif name == "notification-event":
-            parts = {q.get("name"): q for q in p.get("part", [])}
-            number = _int(parts["event-number"], "event-number") if "event-number" in parts else None
-            focus = parts.get("focus", {}).get("valueReference", {}).get("reference", "")
+            parts = {_text(q.get("name")): q for q in _items(p, "part", f"{where}.part")}
+            number = _int(parts["event-number"], where) if "event-number" in parts else None
+            focus = _reference(parts.get("focus", {}).get("valueReference"))
             events.append((number, focus))
     return kind, subscription, since, events
 
 
-def _status(status: dict[str, Any]) -> tuple[str, str, int | None, list[tuple[int | None, str]]]:
+def _status(status: dict[str, Any]) -> _Fields:
     """R4B and R5: a SubscriptionStatus (eventsSinceSubscriptionStart is a string in R4B)."""
-    since = status.get("eventsSinceSubscriptionStart")
-    events = [(_number(e.get("eventNumber")), (e.get("focus") or {}).get("reference", ""))
-              for e in status.get("notificationEvent", []) if isinstance(e, dict)]
-    subscription = (status.get("subscription") or {}).get("reference", "")
-    return status.get("type", ""), subscription, _number(since), events
+    events = []
+    for i, e in enumerate(_items(status, "notificationEvent", "entry[0].notificationEvent")):
+        number = _number(e.get("eventNumber"), f"entry[0].notificationEvent[{i}].eventNumber")
+        events.append((number, _reference(e.get("focus"))))
+    subscription = _reference(status.get("subscription"))
+    since = _number(status.get("eventsSinceSubscriptionStart"), "entry[0].eventsSinceSubscriptionStart")
+    return _text(status.get("type")), subscription, since, events
 
 
-def _int(part: dict[str, Any], name: str) -> int:
+def _items(obj: dict[str, Any], name: str, where: str) -> list[dict[str, Any]]:
+    """A list of objects; anything else is refused, so no wrong type reaches the code below."""
+    value = obj.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise NotificationError(where, "expected a list of objects")
+    return value
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _reference(value: Any) -> str:
+    return _text(value.get("reference")) if isinstance(value, dict) else ""
+
+
+def _int(part: dict[str, Any], where: str) -> int:
     for key in ("valueString", "valueInteger64", "valueUnsignedInt", "valueInteger", "valueDecimal"):
         if key in part:
-            number = _number(part[key])
+            number = _number(part[key], f"{where}.{key}")
             if number is not None:
                 return number
-    raise NotificationError(name, "expected a whole number")
+    raise NotificationError(where, "expected a whole number")
 
 
-def _number(value: Any) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError) as exc:
-        raise NotificationError("event number", f"not a whole number: {value!r}") from exc
+def _number(value: Any, where: str) -> int | None:
+    """A whole number 0..MAX_EVENT_NUMBER from an int, an integral decimal or a digit string."""
+    if value is None:
+        return None
+    if isinstance(value, str) and 0 < len(value.strip()) <= 20 and value.strip().isascii() \
+            and value.strip().isdigit():
+        number = int(value.strip())
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        raise NotificationError(where, f"not a whole number: {_short(value)}")
+    if not 0 <= number <= MAX_EVENT_NUMBER:
+        raise NotificationError(where, f"{number} is out of range 0..{MAX_EVENT_NUMBER}: refused, "
+                                "not clamped")
+    return number
+
+
+def _short(value: Any) -> str:
+    """A bounded echo of a bad value for an error message (never the whole body)."""
+    text = repr(value) if isinstance(value, str | int | float | bool | None) else type(value).__name__
+    return text[:40]
 
 
 def _resource_key(doc: dict[str, Any], body: bytes) -> str:

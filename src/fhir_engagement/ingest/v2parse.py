@@ -23,6 +23,7 @@ __all__ = ["V2Message", "parse_message", "split_messages"]
 _BOM = b"\xef\xbb\xbf"
 _WRAPPERS = (b"BHS", b"BTS", b"FHS", b"FTS")
 _LATIN1 = frozenset({"8859/1", "ISO-8859-1", "ISO IR100", "ISO_IR 100", "LATIN1"})
+_SEPARATORS = frozenset("\r\n")  # segment ends cannot also separate fields
 _FIELD_REF = re.compile(r"^([A-Z][A-Z0-9]{2})-(\d{1,3})(?:\.(\d{1,2}))?(?:\.(\d{1,2}))?$")
 
 
@@ -48,7 +49,10 @@ class V2Message:
     text: str
     separators: str  # field, component, repetition, escape, subcomponent
     segments: dict[str, list[str]] = field(default_factory=dict)
-    _split: dict[str, list[list[str]]] = field(default_factory=dict)
+    _split: dict[str, list[str]] = field(default_factory=dict)
+    # Each field's repetitions, split once: splitting per read made a 32,000-repetition PID-3
+    # cost quadratic time (a hostile 288 KB message froze the process for over half a minute).
+    _reps: dict[tuple[str, int], list[str]] = field(default_factory=dict)
 
     @property
     def message_type(self) -> str:
@@ -70,11 +74,7 @@ class V2Message:
     def get(self, ref: str, repetition: int = 0) -> str:
         """The unescaped value at ``SEG-n[.c[.s]]``; empty when absent or the ``""`` null."""
         seg, number, comp, sub = _parse_ref(ref)
-        fields = self._fields(seg)
-        if number >= len(fields):
-            return ""
-        value = fields[number]
-        reps = value.split(self.separators[2]) if seg != "MSH" or number != 2 else [value]
+        reps = self._repetitions(seg, number)
         if repetition >= len(reps):
             return ""
         return self._component(reps[repetition], comp, sub)
@@ -82,10 +82,18 @@ class V2Message:
     def repetitions(self, ref: str) -> int:
         """How many repetitions field ``SEG-n`` holds (PID-3 lists several identifiers)."""
         seg, number, _, _ = _parse_ref(ref)
-        fields = self._fields(seg)
-        if number >= len(fields) or not fields[number]:
-            return 0
-        return fields[number].count(self.separators[2]) + 1
+        reps = self._repetitions(seg, number)
+        return 0 if reps == [""] else len(reps)
+
+    def _repetitions(self, seg: str, number: int) -> list[str]:
+        reps = self._reps.get((seg, number))
+        if reps is None:
+            fields = self._fields(seg)
+            value = fields[number] if number < len(fields) else ""
+            # MSH-2 holds the repetition separator itself: it is one value, not two.
+            reps = value.split(self.separators[2]) if seg != "MSH" or number != 2 else [value]
+            self._reps[(seg, number)] = reps
+        return reps
 
     def _fields(self, seg: str) -> list[str]:
         fields = self._split.get(seg)
@@ -120,7 +128,8 @@ def parse_message(raw: bytes) -> V2Message:
         raise MessageError("MSH", "a message must start with an MSH segment")
     text = _decode(raw)
     separators = text[3:8]
-    if len(set(separators)) != len(separators) or separators[0].isalnum():
+    if (len(separators) != 5 or len(set(separators)) != 5 or separators[0].isalnum()
+            or not _SEPARATORS.isdisjoint(separators)):
         raise MessageError("MSH-1/MSH-2", f"unusable separators {separators!r}")
     segments: dict[str, list[str]] = {}
     for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
