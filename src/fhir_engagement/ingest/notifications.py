@@ -82,11 +82,11 @@ def _bundle(doc: dict[str, Any], body: bytes) -> Notice:
         raise NotificationError("Bundle.entry", "expected a list")
     first = entries[0].get("resource") if entries and isinstance(entries[0], dict) else None
     if isinstance(first, dict) and first.get("resourceType") in ("Parameters", "SubscriptionStatus"):
-        return _topic(doc, first)
+        return _topic(doc, first, body)
     return Notice("bundle", f"bundle:{_hash(body)}", doc)
 
 
-def _topic(doc: dict[str, Any], status: dict[str, Any]) -> Notice:
+def _topic(doc: dict[str, Any], status: dict[str, Any], body: bytes) -> Notice:
     fields = _backport(status) if status["resourceType"] == "Parameters" else _status(status)
     kind, subscription, since, events = fields
     if kind not in _TOPIC_TYPES:
@@ -100,7 +100,12 @@ def _topic(doc: dict[str, Any], status: dict[str, Any]) -> Notice:
     included = {resource_path(e["fullUrl"]) for e in doc["entry"][1:]
                 if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and "resource" in e}
     focus = tuple(f for _, f in events if f and resource_path(f) not in included)
-    key = f"{subscription}#{max(numbers)}" if numbers else f"{subscription}#{kind}:{since}"
+    # The event number alone is the sender's word: a forged notification or a server whose
+    # numbering restarted would take an earlier event's key and be dropped as its duplicate.
+    # What the event is (its focus) and the body's digest go in too; a true re-send still matches.
+    named = ",".join(sorted(resource_path(f) for _, f in events if f))
+    head = f"#{max(numbers)}" if numbers else f"#{kind}:{since}"
+    key = f"{subscription}{head}|{named}|{_hash(body)}"
     return Notice(kind, key, doc, subscription, numbers, since, focus)
 
 
@@ -191,8 +196,8 @@ def _short(value: Any) -> str:
 def _resource_key(doc: dict[str, Any], body: bytes) -> str:
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
     version = meta.get("versionId") or meta.get("lastUpdated")
-    if doc.get("id") and version:
-        return f"{doc['resourceType']}/{doc['id']}/{version}"
+    if doc.get("id") and version:  # the digest too: the same id and version from another sender
+        return f"{doc['resourceType']}/{doc['id']}/{version}|{_hash(body)}"
     return f"resource:{_hash(body)}"
 
 

@@ -49,12 +49,13 @@ class FhirInbox:
             self.stats["rejected"] += 1
             _LOG.warning("refused a push to %s: %s", origin.split(" ", 1)[-1], type(error).__name__)
             raise
-        if notice.subscription:
-            self.recovery.track(notice)
+        fresh = True
         if notice.kind not in ("handshake", "heartbeat"):
             fresh = self.store.inbox_put(CHANNEL, notice.subscription or "push", notice.dedupe,
                                          origin, body)
             self.stats["received" if fresh else "duplicates"] += 1
+        if notice.subscription:
+            self.recovery.track(notice, fresh)
         self.store.commit()
         return notice
 
@@ -79,7 +80,7 @@ class FhirInbox:
         records = self._read(documents, origin, raw)
         if self.first_sight is not None:
             await self.first_sight.read(records)
-        self.pipeline.apply(records, raw)
+        self.pipeline.apply(records, raw, origin)
 
     async def _documents(self, raw: bytes, origin: str) -> list[dict[str, Any]]:
         """The FHIR documents one kept push stands for: included, fetched, or searched for."""
