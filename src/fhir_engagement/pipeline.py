@@ -1,6 +1,7 @@
 """THE path: records -> signals -> guidance -> decisions -> outbox rows, in the store.
 
-Replay uses it today; the listener and the MLLP server will use it the same way. Context records
+Replay, the FHIR push inbox, the MLLP inbox and dead-letter retry all use it the same way, each
+item behind ``process_guarded`` / ``accept_context_guarded``. Context records
 (patients, status Flags/Conditions) are kept as they come; events must be handed over in
 event-time order (replay sorts them) so that the same events always give the same outputs.
 """

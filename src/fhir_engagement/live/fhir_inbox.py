@@ -14,8 +14,9 @@ import orjson
 
 from fhir_engagement.errors import DeliveryError, NotificationError
 from fhir_engagement.fhirserver.client import FhirClient
-from fhir_engagement.ingest.fhir import Record, resource_path
+from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.notifications import Notice, classify
+from fhir_engagement.ingest.references import resource_path
 from fhir_engagement.live import recovery
 from fhir_engagement.live.first_sight import FirstSight
 from fhir_engagement.live.recovery import Recovery
@@ -84,7 +85,7 @@ class FhirInbox:
 
     async def _documents(self, raw: bytes, origin: str) -> list[dict[str, Any]]:
         """The FHIR documents one kept push stands for: included, fetched, or searched for."""
-        notice = classify(raw)  # it was classified once already
+        notice = classify(raw, kept=True)  # it was classified once already, on accept
         documents = [notice.document] if notice.document else []
         documents += await self._fetch_all(notice.focus, origin, raw)
         if notice.kind == "poll" or _empty_event(notice):
