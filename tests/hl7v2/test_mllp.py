@@ -154,7 +154,7 @@ async def test_acknowledged_messages_survive_a_restart(tmp_path: Path, engine: E
     store = SqliteStore(str(tmp_path / "state.sqlite3"))
     inbox = V2Inbox(Pipeline(engine, store, store.start_run("before the crash")))
     for i in range(5):
-        ack, fresh = inbox.accept(siu("S26", f"k{i}", f"A{i}", "20260302100000",
+        ack, fresh = await inbox.accept(siu("S26", f"k{i}", f"A{i}", "20260302100000",
                                             nhs_number(300 + i)), "mllp")
         assert fresh
         assert b"MSA|AA|" in ack

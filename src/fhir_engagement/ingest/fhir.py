@@ -19,6 +19,7 @@ from typing import Any
 from fhir_engagement.errors import RecordError
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
 from fhir_engagement.ingest.references import (
+    MAX_IDENTIFIERS,
     NHS_NUMBER_SYSTEM,
     identifier_key,
     nhs_number_is_valid,
@@ -282,7 +283,11 @@ class _ResourceReader:
         if isinstance(full, str) and full and not full.startswith(f"{self.key}"):
             aliases.append(full if full.startswith("urn:") else reference_key({"reference": full}, {}))
         nhs = None
-        for i, ident in enumerate(self.items(self.res, "identifier", "")):
+        identifiers = self.items(self.res, "identifier", "")
+        if len(identifiers) > MAX_IDENTIFIERS:
+            raise self.fail("identifier", f"{len(identifiers):,} identifiers: more than "
+                            f"{MAX_IDENTIFIERS} is not one patient's")
+        for i, ident in enumerate(identifiers):
             if not isinstance(ident, dict):
                 raise self.fail(f"identifier[{i}]", f"expected an object, got {_kind(ident)}")
             key = identifier_key(ident)

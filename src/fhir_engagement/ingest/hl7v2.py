@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from fhir_engagement.errors import MessageError
 from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
-from fhir_engagement.ingest.references import nhs_number_is_valid
+from fhir_engagement.ingest.references import MAX_IDENTIFIERS, nhs_number_is_valid
 from fhir_engagement.ingest.v2map import V2Mapping, V2Mappings
 from fhir_engagement.ingest.v2parse import V2Message
 from fhir_engagement.model import Event, PatientFacts
@@ -45,6 +45,9 @@ def _patient(message: V2Message, origin: str) -> PatientFacts:
     local: list[str] = []
     nhs = None
     for field in ("PID-3", "PID-2"):
+        if message.repetitions(field) > MAX_IDENTIFIERS:
+            raise MessageError(field, f"{message.repetitions(field):,} identifiers: more than "
+                               f"{MAX_IDENTIFIERS} is not one patient's")
         for rep in range(message.repetitions(field)):
             value = message.get(f"{field}.1", rep).replace(" ", "")
             if not value:

@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_IDENTIFIERS",
     "NHS_NUMBER_SYSTEM",
     "identifier_key",
     "nhs_number_is_valid",
@@ -27,6 +28,10 @@ NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 # the replay hot path bounds only what it recurses into, as a full walk would double its cost.
 MAX_DEPTH = 100
 _DIGITS = frozenset("0123456789")
+# A patient's identifiers: NHS number, an MRN or two per trust, a few old ones. A record with more
+# is not one child's (a fuzzed or broken feed: 32,000 PID-3 repetitions were seen); each alias is
+# a store row and an index entry, so such a record is refused, not kept.
+MAX_IDENTIFIERS = 100
 
 
 def nhs_number_is_valid(value: str) -> bool:

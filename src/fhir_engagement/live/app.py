@@ -80,7 +80,7 @@ async def _mllp(app: web.Application) -> AsyncIterator[None]:
     wake = asyncio.Event()
 
     async def handle(raw: bytes) -> bytes:
-        ack, fresh = inbox.accept(raw, f"mllp:{settings.mllp_port}")
+        ack, fresh = await inbox.accept(raw, f"mllp:{settings.mllp_port}")
         if fresh:
             wake.set()
         return ack

@@ -56,11 +56,11 @@ async def _retry(pipeline: Pipeline, origin: str, raw: bytes) -> RetryResult:
         return RetryResult(False, f"still refused: {refused.reason}")
     if v2:
         inbox = V2Inbox(pipeline)
-        ack, _ = inbox.accept(raw, f"retry of {origin}")
+        ack, _ = await inbox.accept(raw, f"retry of {origin}")
         await inbox.drain()
         return RetryResult(True, ack.decode("utf-8", "replace").split("\r")[1])
     fhir = FhirInbox(pipeline, None)
-    notice = fhir.accept(raw, f"retry of {origin}")
+    notice = await fhir.accept(raw, f"retry of {origin}")
     await fhir.drain()
     return RetryResult(True, f"taken as {notice.kind}")
 

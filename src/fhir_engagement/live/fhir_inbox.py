@@ -8,6 +8,7 @@ adapter must read from the FHIR server; what it reads goes through ingest/record
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 import orjson
@@ -16,11 +17,12 @@ from fhir_engagement.errors import DeliveryError, NotificationError
 from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.notifications import Notice, classify
+from fhir_engagement.ingest.records import Read
 from fhir_engagement.ingest.references import resource_path
 from fhir_engagement.live import recovery
 from fhir_engagement.live.first_sight import FirstSight
 from fhir_engagement.live.recovery import Recovery
-from fhir_engagement.live.workers import drain_items
+from fhir_engagement.live.workers import drain_items, off_loop_if_large
 from fhir_engagement.pipeline import Pipeline
 
 __all__ = ["FhirInbox"]
@@ -39,11 +41,11 @@ class FhirInbox:
         self.recovery = Recovery(pipeline, client)
         self.first_sight = FirstSight(pipeline, client) if client is not None else None
 
-    def accept(self, body: bytes, origin: str, path_type: str | None = None,
-               path_id: str | None = None) -> Notice:
+    async def accept(self, body: bytes, origin: str, path_type: str | None = None,
+                     path_id: str | None = None) -> Notice:
         """Classify and keep one push; NotificationError (400) and StoreError (503) go up."""
         try:
-            notice = classify(body, path_type, path_id)
+            notice = await off_loop_if_large(len(body), classify, body, path_type, path_id)
         except NotificationError as error:
             self.store.dead_letter(f"{origin} ({error.where})", error.reason, body)
             self.store.commit()
@@ -78,28 +80,29 @@ class FhirInbox:
         await self._apply(await self._documents(raw, origin), origin, raw)
 
     async def _apply(self, documents: list[dict[str, Any]], origin: str, raw: bytes) -> None:
-        records = self._read(documents, origin, raw)
+        reads = await off_loop_if_large(len(raw), self._read, documents, origin, raw)
+        records: list[Record] = []
+        for read in reads:  # the store is the loop's: rejections are kept here, not in a thread
+            for error in read.rejected:
+                self.pipeline.reject(error, raw)
+            records += read.records
         if self.first_sight is not None:
             await self.first_sight.read(records)
         self.pipeline.apply(records, raw, origin)
 
     async def _documents(self, raw: bytes, origin: str) -> list[dict[str, Any]]:
         """The FHIR documents one kept push stands for: included, fetched, or searched for."""
-        notice = classify(raw, kept=True)  # it was classified once already, on accept
+        # classified once already, on accept: not walked for depth again
+        notice = await off_loop_if_large(len(raw), partial(classify, kept=True), raw)
         documents = [notice.document] if notice.document else []
         documents += await self._fetch_all(notice.focus, origin, raw)
         if notice.kind == "poll" or _empty_event(notice):
             documents += await self.recovery.poll(origin, raw)
         return documents
 
-    def _read(self, documents: list[dict[str, Any]], origin: str, raw: bytes) -> list[Record]:
-        records: list[Record] = []
-        for document in documents:
-            read = self.pipeline.engine.records.read_document(document, origin, raw)
-            for error in read.rejected:
-                self.pipeline.reject(error, raw)
-            records += read.records
-        return records
+    def _read(self, documents: list[dict[str, Any]], origin: str, raw: bytes) -> list[Read]:
+        """Pure: may run in a thread."""
+        return [self.pipeline.engine.records.read_document(d, origin, raw) for d in documents]
 
     async def _fetch_all(self, references: tuple[str, ...], origin: str,
                          raw: bytes) -> list[dict[str, Any]]:

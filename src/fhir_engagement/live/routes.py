@@ -93,7 +93,7 @@ async def notify(request: web.Request) -> web.Response:
             body = await request.read()
     except TimeoutError as exc:  # a slow sender must not hold a connection for ever
         raise web.HTTPRequestTimeout(reason="the body did not arrive in time") from exc
-    notice = request.app[FHIR_INBOX].accept(body, f"http {request.method} {request.path}",
+    notice = await request.app[FHIR_INBOX].accept(body, f"http {request.method} {request.path}",
                                             request.match_info.get("type"),
                                             request.match_info.get("id"))
     request.app[WAKE].set()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from fhir_engagement.errors import InputError, MessageError, StoreError, UnreadableError
 from fhir_engagement.ingest.hl7v2 import build_ack
-from fhir_engagement.ingest.records import Kind, RawItem
+from fhir_engagement.ingest.records import Kind, RawItem, Read
 from fhir_engagement.ingest.v2parse import V2Message, parse_message
-from fhir_engagement.live.workers import drain_items
+from fhir_engagement.live.workers import drain_items, off_loop_if_large
 from fhir_engagement.pipeline import Pipeline
 
 __all__ = ["V2Inbox"]
@@ -25,7 +25,7 @@ class V2Inbox:
         self.pipeline, self.channel, self.max_attempts = pipeline, channel, max_attempts
         self.store, self.stats = pipeline.store, pipeline.stats
 
-    def accept(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
+    async def accept(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
         """Keep one message durably, then answer it: (ACK, whether it is new).
 
         AA only after the message is committed to the inbox; AE (the message kept in the
@@ -35,13 +35,17 @@ class V2Inbox:
         Every complete frame gets an answer: an unforeseen failure is an AE, the message kept.
         """
         try:
-            return self._accept(raw, origin)
+            read = await self._read(raw, origin)
+            return self._keep(read, raw, origin)
         except Exception as exc:  # the MLLP boundary: the sender must never be left without an ACK
             error = UnreadableError(origin, f"could not be taken ({type(exc).__name__})", raw)
             return self._refuse(None, raw, error, ""), False
 
-    def _accept(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
-        read = self.pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
+    async def _read(self, raw: bytes, origin: str) -> Read:
+        return await off_loop_if_large(len(raw), self.pipeline.engine.records.read,
+                                       RawItem(Kind.V2, raw, origin))
+
+    def _keep(self, read: Read, raw: bytes, origin: str) -> tuple[bytes, bool]:
         if read.rejected or read.message is None:  # map now: unmappable is AE, not AA
             return self._refuse(read.message, raw, read.rejected[0], read.location), False
         message = read.message
@@ -69,7 +73,7 @@ class V2Inbox:
                                  self.max_attempts)
 
     async def _process(self, origin: str, raw: bytes) -> None:
-        read = self.pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
+        read = await self._read(raw, origin)
         for error in read.rejected:
             self.pipeline.reject(error, raw)
         self.pipeline.apply(read.records, raw, origin)
