@@ -31,7 +31,7 @@ from hl7apy.parser import parse_segments
 
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import MessageError
-from fhir_engagement.ingest.hl7v2 import CONDITIONS, build_ack, hl7apy_version
+from fhir_engagement.ingest.hl7v2 import CONDITIONS, _check, build_ack, hl7apy_version
 from fhir_engagement.ingest.records import Kind, RawItem, Readers
 from fhir_engagement.ingest.v2parse import V2Message, parse_message, split_messages
 from fhir_engagement.live.v2_inbox import UNAVAILABLE, V2Inbox
@@ -263,3 +263,12 @@ def test_the_runtime_hl7apy_check_reports_an_ack_its_version_does_not_allow(
 ])
 def test_a_version_hl7apy_lacks_is_checked_in_the_nearest_it_has(version: str, nearest: str) -> None:
     assert hl7apy_version(version) == nearest
+
+
+def test_an_outage_answering_every_message_ar_checks_the_ack_shape_once() -> None:
+    """hl7apy takes 5-15 ms a check: per message, an outage's ARs would stall the event loop."""
+    _check.cache_clear()
+    for i in range(50):  # other control ids and times, the same sender: one shape
+        raw = HD_MESSAGE.format(version="2.4").replace("ctl-1", f"ctl-{i}").replace("1200", f"12{i:02d}")
+        build_ack(parse_message(raw.encode()), "AR", UNAVAILABLE)
+    assert (_check.cache_info().misses, _check.cache_info().hits) == (1, 49)

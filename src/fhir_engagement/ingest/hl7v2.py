@@ -199,8 +199,10 @@ def build_ack(
     now = datetime.now(UTC)
     ack = _ack(header, code, text, where, error_code, now, _control_id(now))
     if code != "AA" and message is not None:
-        # The check sees the ACK's shape (fixed time, id and text) so that one is kept per shape.
-        shape = _ack(header, code, "reason", where, error_code, _SHAPE_TIME, "1")
+        # The check sees the ACK's shape (fixed times, ids and text) so that one is kept per shape.
+        fixed = _Header(header.separators, [*header.fields[:10], "1", *header.fields[11:]],
+                        header.version)
+        shape = _ack(fixed, code, "reason", where, error_code, _SHAPE_TIME, "1")
         if len(shape) <= _CHECKED_SIZE:
             _check(shape, header.version, header.separators)
     return ack.encode("utf-8")
