@@ -94,7 +94,17 @@ class CalendarRangeError(RecordError):
 
 
 class MessageError(InputError):
-    """One HL7 v2 message cannot be parsed or mapped; answered with an AE ACK."""
+    """One HL7 v2 message cannot be parsed or mapped; answered with an AE ACK.
+
+    ``code`` is the HL7 table 0357 condition the ACK's ERR segment reports, set where the error
+    is raised because only there is it known what kind of fault it was: 100 segment sequence
+    error (also a required segment missing), 101 required field missing, 102 data type error,
+    103 table value not found, 207 application internal error (the default: nothing better known).
+    """
+
+    def __init__(self, where: str, reason: str, raw: bytes = b"", *, code: int = 207) -> None:
+        super().__init__(where, reason, raw)
+        self.code = code
 
 
 class FramingError(InputError):

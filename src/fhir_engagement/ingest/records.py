@@ -101,7 +101,8 @@ class Readers:
             except MessageError as error:
                 read.records, read.location = [], error.where
                 read.rejected.append(
-                    MessageError(f"{item.origin} ({error.where})", error.reason, item.data))
+                    MessageError(f"{item.origin} ({error.where})", error.reason, item.data,
+                                 code=error.code))
         return read
 
 

@@ -125,21 +125,22 @@ def parse_message(raw: bytes) -> V2Message:
     """Split one message into segments, reading MSH; raises MessageError naming what is wrong."""
     raw = raw.removeprefix(_BOM)
     if not raw.startswith(b"MSH") or len(raw) < 8:
-        raise MessageError("MSH", "a message must start with an MSH segment")
+        raise MessageError("MSH", "a message must start with an MSH segment", code=100)
     text = _decode(raw)
     separators = text[3:8]
     if (len(separators) != 5 or len(set(separators)) != 5 or separators[0].isalnum()
             or not _SEPARATORS.isdisjoint(separators)):
-        raise MessageError("MSH-1/MSH-2", f"unusable separators {separators!r}")
+        raise MessageError("MSH-1/MSH-2", f"unusable separators {separators!r}", code=102)
     segments: dict[str, list[str]] = {}
     for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
         if len(line) >= 3:  # a segment id is three characters
             segments.setdefault(line[:3], []).append(line)
     message = V2Message(raw, text, separators, segments)
     if not message.get("MSH-9.1") or not message.get("MSH-9.2"):
-        raise MessageError("MSH-9", "no message type and trigger event")
+        raise MessageError("MSH-9", "no message type and trigger event", code=101)
     if not message.control_id:
-        raise MessageError("MSH-10", "no message control id: the ACK could not name it")
+        raise MessageError("MSH-10", "no message control id: the ACK could not name it",
+                           code=101)
     return message
 
 
