@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import orjson
 
 from fhir_engagement import __version__
@@ -32,22 +33,31 @@ from fhir_engagement.errors import (
     StoreError,
     StoreLockedError,
 )
+from fhir_engagement.fhirserver.auth import token_source
+from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.fhirserver.subscribe import subscribe
 from fhir_engagement.live.app import build_app, open_exposure
-from fhir_engagement.live.deadletters import drop_inbox_item, retry_dead_letter, retry_inbox_item
+from fhir_engagement.live.deadletters import (
+    drop_inbox_item,
+    mask,
+    preview,
+    retry_dead_letter,
+    retry_inbox_item,
+)
 from fhir_engagement.live.http import serve
 from fhir_engagement.live.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.observability import setup_logging
 from fhir_engagement.pipeline import Engine, Pipeline, load_engine
 from fhir_engagement.replay import ReplayResult, replay, write_bundle
 from fhir_engagement.reports import open_report_store
-from fhir_engagement.reports.audit import requester
+from fhir_engagement.reports.audit import Auditor, requester
 from fhir_engagement.reports.charts import mix_chart, rate_chart
 from fhir_engagement.reports.chronology import chronology_bundle, chronology_text, open_chronology
 from fhir_engagement.reports.mix import mix_csv, mix_report, mix_text
 from fhir_engagement.reports.period import Period
 from fhir_engagement.reports.rates import rate_csv, rate_report, rate_text
 from fhir_engagement.store import Store, open_store
+from fhir_engagement.store.auditkey import audit_key
 
 __all__ = ["main"]
 
@@ -157,11 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("deadletter", help="what the adapter could not use: list, show, retry")
     dl.add_argument("action", choices=("list", "show", "retry"))
     dl.add_argument("id", nargs="?", type=int, help="the dead letter's id (show, retry)")
+    dl.add_argument("--reveal", action="store_true", help=_REVEAL_HELP)
     dl.add_argument("--store", help="SQLite file that keeps state")
     ib = sub.add_parser("inbox", help="live input waiting or quarantined: list, show, retry, drop")
     ib.add_argument("action", choices=("list", "show", "retry", "drop"))
     ib.add_argument("id", nargs="?", type=int, help="the inbox item's id (show, retry, drop)")
     ib.add_argument("--all", action="store_true", help="list: done items too")
+    ib.add_argument("--reveal", action="store_true", help=_REVEAL_HELP)
     ib.add_argument("--store", help="SQLite file that keeps state")
     sb = sub.add_parser("subscribe", help="create or repair the Subscriptions on the FHIR server")
     sb.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
@@ -247,6 +259,11 @@ def _subscribe(args: argparse.Namespace, settings: Settings, err: TextIO) -> int
     return EXIT_OK
 
 
+_REVEAL_HELP = ("show: print the raw content (children's data), recorded in the audit table "
+                "and, with a FHIR server, as an AuditEvent")
+_REVEAL_HINT = "(content withheld: --reveal prints it, and the read is audited)"
+
+
 def _deadletter(args: argparse.Namespace, engine: Engine, settings: Settings, out: TextIO) -> int:
     if args.action != "list" and args.id is None:
         print(f"fhir-engagement deadletter {args.action}: give the dead letter's id", file=sys.stderr)
@@ -255,22 +272,61 @@ def _deadletter(args: argparse.Namespace, engine: Engine, settings: Settings, ou
     try:
         if args.action == "list":
             for letter, received, origin, reason in store.dead_letter_rows():
-                print(f"{letter}\t{received}\t{origin}\t{reason}", file=out)
+                raw = (store.dead_letter_raw(letter) or ("", b""))[1]
+                print(f"{letter}\t{received}\t{mask(origin)}\t{mask(reason)}\t{preview(raw)}",
+                      file=out)
             return EXIT_OK
         if args.action == "show":
             found = store.dead_letter_raw(args.id)
             if found is None:
                 print(f"fhir-engagement deadletter: no dead letter {args.id}", file=sys.stderr)
                 return EXIT_USAGE
-            out.write(found[1].decode("utf-8", "replace"))
+            _show(args, settings, store, "deadletter", found, out)
             return EXIT_OK
         pipeline = Pipeline(engine, store, store.start_run(f"deadletter retry {args.id}"))
         result = asyncio.run(retry_dead_letter(pipeline, args.id))
         print(f"dead letter {args.id}: {'taken' if result.taken else 'not taken'} "
-              f"({result.detail})", file=out)
+              f"({mask(result.detail)})", file=out)
         return EXIT_OK if result.taken else EXIT_REJECTED
     finally:
         store.close()
+
+
+def _show(args: argparse.Namespace, settings: Settings, store: Store, kind: str,
+          found: tuple[str, bytes], out: TextIO) -> None:
+    """A kept item: its masked summary, or (``--reveal``) its raw content, audited first."""
+    origin, raw = found
+    if not args.reveal:
+        print(f"{kind} {args.id}\t{mask(origin)}\t{preview(raw)}\n{_REVEAL_HINT}", file=out)
+        return
+    read = _auditor(settings, store).reveal(store, kind, args.id)
+    _send_audit_event(settings, read.event)
+    out.write(raw.decode("utf-8", "replace"))
+
+
+def _auditor(settings: Settings, store: Store) -> Auditor:
+    """The configured (or OS) person, with the audit key from outside the store."""
+    return Auditor(audit_key(settings, store), requester(settings.operator))
+
+
+def _send_audit_event(settings: Settings, event: dict[str, object]) -> None:
+    """POST the read's AuditEvent to the FHIR server, if one is set; say so if it fails.
+
+    The local audit row is already committed: a server that does not answer does not stop the
+    read, but the operator is told that the server's audit trail misses it."""
+    if not settings.fhir_base:
+        return
+    try:
+        asyncio.run(_post_audit_event(settings, event))
+    except DeliveryError as exc:
+        print(f"fhir-engagement: the AuditEvent of this read was not written to the FHIR server "
+              f"({exc}); it is recorded in the local audit table only", file=sys.stderr)
+
+
+async def _post_audit_event(settings: Settings, event: dict[str, object]) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = FhirClient(settings.fhir_base or "", session, token_source(settings, session))
+        await client.create({k: v for k, v in event.items() if k != "id"})
 
 
 _INBOX_STATES = ("pending", "quarantined", "dropped")
@@ -286,13 +342,15 @@ def _inbox(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         if args.action == "list":
             states = (*_INBOX_STATES, "done") if args.all else _INBOX_STATES
             for row in store.inbox_rows(states):
+                raw = (store.inbox_raw(row.id) or ("", b""))[1]
                 print(f"{row.id}\t{row.received}\t{row.channel}\t{row.state}\t"
-                      f"{row.attempts}\t{row.origin}\t{row.last_error}", file=out)
+                      f"{row.attempts}\t{mask(row.origin)}\t{mask(row.last_error)}\t"
+                      f"{preview(raw)}", file=out)
             return EXIT_OK
         if args.action == "show":
             found = store.inbox_raw(args.id)
             if found is not None:
-                out.write(found[1].decode("utf-8", "replace"))
+                _show(args, settings, store, "inbox", found, out)
             return _found(found is not None, args.id)
         act, done = ((retry_inbox_item, "back to pending") if args.action == "retry" else
                      (drop_inbox_item, "dropped, kept as a dead letter"))
@@ -318,9 +376,7 @@ def _serve(engine: Engine, settings: Settings, insecure: bool) -> int:
               "FHIR_ENGAGEMENT_READ_TOKEN) or, knowingly, --insecure", file=sys.stderr)
         return EXIT_USAGE
     store = open_store(settings.store)
-    key = store.audit_key()  # log hashes name a child as the audit log does
-    store.commit()  # kept now: a later rollback must not change the key under the logs
-    setup_logging(key=key)
+    setup_logging(key=audit_key(settings, store))  # log hashes name a child as the audit does
     if refusal:
         logging.getLogger("fhir_engagement.serve").warning(
             "--insecure: %s; anyone who can reach it can raise Flags and Tasks on any child",
@@ -399,7 +455,6 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cp.add_argument("--patient", required=True, metavar="NHS_NUMBER",
                     help="the child's NHS number (required: chronologies are never aggregate)")
     cp.add_argument("--bundle", type=Path, help="also write a FHIR Bundle (collection)")
-    cp.add_argument("--requested-by", help="who asks, for the audit log (default: the OS user)")
     cp.add_argument("--store", help="the SQLite store to read")
 
 
@@ -423,17 +478,17 @@ def _report(args: argparse.Namespace, engine: Engine, settings: Settings, out: T
             _files(args, mix_csv(mix), mix_chart(mix))
             print(mix_text(mix, engine.systems), end="", file=out)
         else:
-            _chronology(args, engine, store, tz, out)
+            _chronology(args, engine, settings, store, tz, out)
     finally:
         store.close()
     return EXIT_OK
 
 
-def _chronology(args: argparse.Namespace, engine: Engine, store: Store, tz: ZoneInfo,
-                out: TextIO) -> None:
+def _chronology(args: argparse.Namespace, engine: Engine, settings: Settings, store: Store,
+                tz: ZoneInfo, out: TextIO) -> None:
     detail = "text and bundle" if args.bundle else "text"
-    chron = open_chronology(store, args.patient, engine.systems, requester(args.requested_by),
-                            detail)
+    chron = open_chronology(store, args.patient, engine.systems, _auditor(settings, store), detail)
+    _send_audit_event(settings, chron.audit_event)
     if args.bundle:
         bundle = chronology_bundle(chron, engine.systems)
         _write(args.bundle, orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode())
