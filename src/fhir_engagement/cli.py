@@ -179,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
     sb.add_argument("--endpoint", required=True, help="where the server should send: "
                     "http://adapter:8080/notify")
+    sb.add_argument("--rotate", action="store_true", help="give every Subscription a new secret "
+                    "(the old one is accepted for subscription_secret_grace seconds)")
+    sb.add_argument("--store", help="SQLite file that keeps state (the secrets' generations)")
     sv = sub.add_parser("serve", help="run the listener(s): HTTP (health, dashboard) and MLLP")
     sv.add_argument("--host", help="HTTP address (default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="HTTP port (default 8080)")
@@ -247,13 +250,18 @@ def _write_bundle(result: ReplayResult, out: Path, store: Store, err: TextIO) ->
 
 
 def _subscribe(args: argparse.Namespace, settings: Settings, err: TextIO) -> int:
+    # The secrets' generations are never cached: this may run beside a running serve.
+    store = open_store(settings.store, exclusive=False)
     try:
-        report = asyncio.run(subscribe(settings, args.endpoint))
+        report = asyncio.run(subscribe(settings, args.endpoint, store, args.rotate))
     except DeliveryError as exc:
         print(f"fhir-engagement subscribe: the FHIR server refused: {exc}", file=err)
         return EXIT_USAGE
+    finally:
+        store.close()
     print(f"Subscriptions for {args.endpoint}: {report.created} created, {report.repaired} "
-          f"repaired, {report.unchanged} already active", file=err)
+          f"repaired, {report.rotated} given a new secret, {report.unchanged} already active",
+          file=err)
     for topic in report.topics_not_offered:
         print(f"  topic not offered by the server, not subscribed: {topic}", file=err)
     return EXIT_OK
