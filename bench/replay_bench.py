@@ -53,9 +53,9 @@ from typing import Any
 import orjson
 
 from fhir_engagement.config import Settings
-from fhir_engagement.ingest.fhir import NHS_NUMBER_SYSTEM
 from fhir_engagement.ingest.files import iter_items
 from fhir_engagement.ingest.records import RawItem
+from fhir_engagement.ingest.references import NHS_NUMBER_SYSTEM
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import ReplayResult, replay
 from fhir_engagement.store import open_store

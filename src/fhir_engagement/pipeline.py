@@ -1,6 +1,7 @@
 """THE path: records -> signals -> guidance -> decisions -> outbox rows, in the store.
 
-Replay uses it today; the listener and the MLLP server will use it the same way. Context records
+Replay, the FHIR push inbox, the MLLP inbox and dead-letter retry all use it the same way, each
+item behind ``process_guarded`` / ``accept_context_guarded``. Context records
 (patients, status Flags/Conditions) are kept as they come; events must be handed over in
 event-time order (replay sorts them) so that the same events always give the same outputs.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -117,13 +118,13 @@ class Pipeline:
         self.store.dead_letter(error.where, error.reason, raw)
         self.stats["rejected"] += 1
 
-    def apply(self, records: list[Record], raw: bytes) -> None:
+    def apply(self, records: list[Record], raw: bytes, where: str = "") -> None:
         """Context first-come, events through ``process``; what cannot be used is dead-lettered."""
         for record in records:
             if isinstance(record, Event):
                 self.process_guarded(record, raw)
             else:
-                self.accept_context(record)
+                self.accept_context_guarded(record, where, raw)
 
     def process_guarded(self, event: Event, raw: bytes) -> InputError | None:
         """``process`` at a boundary: a bad event becomes a dead letter, never a stopped worker.
@@ -131,17 +132,29 @@ class Pipeline:
         Returns the rejection, if any. A StoreError goes up: the store, not the event, is at
         fault, and the caller must not mark the input done.
         """
+        return self._guarded(lambda: self.process(event), event.origin, raw, "processed")
+
+    def accept_context_guarded(
+        self, record: PatientFacts | StatusFact, where: str, raw: bytes = b""
+    ) -> InputError | None:
+        """``accept_context`` at the same boundary as ``process_guarded``."""
+        at = f"{where} ({record.key})" if isinstance(record, StatusFact) else record.origin or where
+        return self._guarded(lambda: self.accept_context(record), at, raw, "kept as context")
+
+    def _guarded(
+        self, work: Callable[[], None], origin: str, raw: bytes, what: str
+    ) -> InputError | None:
         try:
-            self.process(event)
+            work()
         except InputError as error:
             self.reject(error, raw)
             return error
         except StoreError:
             raise
-        except Exception as exc:  # the one place an unforeseen failure on one event is contained
-            _LOG.error("the guidance could not be applied to one event: %s", type(exc).__name__)
-            error = UnreadableError(event.origin, f"could not be processed ({type(exc).__name__}); "
-                                    "kept for a person to look at", raw)
+        except Exception as exc:  # the one place an unforeseen failure on one record is contained
+            _LOG.error("one record could not be %s: %s", what, type(exc).__name__)
+            error = UnreadableError(origin, f"could not be {what} ({type(exc).__name__}); kept for "
+                                    "a person to look at", raw)
             self.reject(error, raw)
             return error
         return None

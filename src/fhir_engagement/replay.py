@@ -28,11 +28,10 @@ from typing import Any
 import orjson
 
 from fhir_engagement.decisions.bundle import transaction
-from fhir_engagement.errors import InputError, StoreError, UnreadableError
-from fhir_engagement.ingest.fhir import Record
+from fhir_engagement.errors import InputError
 from fhir_engagement.ingest.files import Skipped, iter_items
 from fhir_engagement.ingest.records import Kind, Read
-from fhir_engagement.model import Event, StatusFact
+from fhir_engagement.model import Event, PatientFacts, StatusFact
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import OutputRow, Store
 
@@ -186,20 +185,13 @@ def _events(read: Read, where: str, pipeline: Pipeline, rejected: list[InputErro
     return events
 
 
-def _context(record: Record, where: str, pipeline: Pipeline, rejected: list[InputError]) -> None:
+def _context(
+    record: PatientFacts | StatusFact, where: str, pipeline: Pipeline, rejected: list[InputError]
+) -> None:
     """Keep one context record; one that cannot be kept is a rejection, not a stopped replay."""
-    try:
-        pipeline.accept_context(record)
-    except StoreError:
-        raise
-    except Exception as exc:  # the context twin of process_guarded: one record, contained
-        _LOG.error("a context record could not be kept: %s", type(exc).__name__)
-        at = f"{where} ({record.key})" if isinstance(record, StatusFact) else \
-            getattr(record, "origin", "") or where
-        error = UnreadableError(at, f"could not be kept as context ({type(exc).__name__}); "
-                                "kept for a person to look at")
+    error = pipeline.accept_context_guarded(record, where)
+    if error is not None:
         rejected.append(error)
-        pipeline.reject(error, b"")
 
 
 def _raw(event: Event) -> bytes:

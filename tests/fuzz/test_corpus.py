@@ -16,10 +16,10 @@ import orjson
 import pytest
 
 from fhir_engagement.errors import MessageError, RecordError
-from fhir_engagement.ingest.fhir import MAX_DEPTH, nhs_number_is_valid, too_deep
 from fhir_engagement.ingest.fhirtime import earliest_date, latest_date, parse_datetime
 from fhir_engagement.ingest.hl7v2 import read_v2
 from fhir_engagement.ingest.mllp import START, MllpSettings, start_mllp_server
+from fhir_engagement.ingest.references import MAX_DEPTH, nhs_number_is_valid, too_deep
 from fhir_engagement.ingest.v2parse import parse_message
 from tests.fuzz import properties as p
 

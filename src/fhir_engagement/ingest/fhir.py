@@ -18,115 +18,26 @@ from typing import Any
 
 from fhir_engagement.errors import RecordError
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
+from fhir_engagement.ingest.references import (
+    NHS_NUMBER_SYSTEM,
+    identifier_key,
+    nhs_number_is_valid,
+    reference_key,
+)
 from fhir_engagement.model import STATUS_SYSTEMS, Event, PatientFacts, StatusFact
 
-__all__ = [
-    "MAX_DEPTH",
-    "NHS_NUMBER_SYSTEM",
-    "Reader",
-    "Record",
-    "nhs_number_is_valid",
-    "reference_key",
-    "resource_path",
-    "too_deep",
-]
+__all__ = ["Reader", "Record"]
 
-NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 Record = Event | PatientFacts | StatusFact
 Json = Mapping[str, Any]
-# Real FHIR, Bundles of Bundles with contained resources and nested extensions included, stays
-# under 30 levels. 100 is far from that and from what orjson will write back (255) and Python's
-# recursion limit (1000): deeper input is hostile. Checked whole where a body arrives (a push);
-# the replay hot path bounds only what it recurses into, as a full walk would double its cost.
-MAX_DEPTH = 100
 _MAX_BUNDLES = 8  # Bundles nested in Bundles (a transaction holding a message holding a search)
 _MAX_CONCEPTS = 2  # a CodeableReference holds a CodeableConcept, which holds no concept
-_DIGITS = frozenset("0123456789")
 
 _EVENT_TYPES = frozenset(STATUS_SYSTEMS)
 _CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition"})
 # Resources in a Bundle that only describe the notification or the write, never a child's event.
 _NOT_A_PATIENT = ("Location/", "Device/", "Practitioner", "HealthcareService/", "RelatedPerson/",
                   "Organization/", "Group/")
-
-
-def nhs_number_is_valid(value: str) -> bool:
-    """Ten digits whose tenth is the modulus-11 check digit of the first nine."""
-    # Only ASCII 0-9: str.isdigit() is True for '²', which int() then refuses.
-    if len(value) != 10 or not _DIGITS.issuperset(value):
-        return False
-    total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
-    check = 11 - total % 11
-    check = 0 if check == 11 else check
-    return check != 10 and check == int(value[9])
-
-
-def reference_key(ref: Any, aliases: Mapping[str, str], owner: str = "") -> str | None:
-    """A stable key for a Reference in any of its real-world forms, or None for display-only.
-
-    Relative and absolute URLs become ``Type/id``; ``urn:uuid`` resolves through the Bundle's
-    fullUrls; ``#id`` is a contained resource of ``owner``; an identifier-only reference becomes
-    ``nhs:NNN`` or ``id:system|value``.
-    """
-    if not isinstance(ref, dict):
-        return None
-    text = ref.get("reference")
-    if isinstance(text, str) and text:
-        return _key_of_reference_text(text, aliases, owner)
-    ident = ref.get("identifier")
-    if isinstance(ident, dict):
-        return _identifier_key(ident)
-    return None
-
-
-def _key_of_reference_text(text: str, aliases: Mapping[str, str], owner: str) -> str:
-    if text.startswith("#"):
-        return f"{owner}{text}"
-    if text.startswith("urn:"):
-        return aliases.get(text, text)
-    if "?" in text:  # conditional reference: Patient?identifier=system|value
-        query = text.split("?", 1)[1]
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if name == "identifier" and "|" in value:
-                system, _, code = value.partition("|")
-                return _identifier_key({"system": system, "value": code}) or text
-        return text
-    return resource_path(text)
-
-
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether a parsed JSON value nests objects/lists more than ``limit`` levels deep.
-
-    Level by level, not recursive, so checking a hostile value cannot itself overflow the stack.
-    """
-    level = [value] if type(value) in (dict, list) else []
-    for _ in range(limit):
-        below: list[Any] = []
-        for item in level:
-            children = item.values() if type(item) is dict else item
-            below.extend(c for c in children if type(c) in (dict, list))
-        if not below:
-            return False
-        level = below
-    return True
-
-
-def resource_path(text: str) -> str:
-    """``https://x/fhir/Appointment/1/_history/2`` (or relative) -> ``Appointment/1``."""
-    parts = [p for p in text.split("/") if p]
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    return "/".join(parts[-2:]) if len(parts) >= 2 else text
-
-
-def _identifier_key(ident: Mapping[str, Any]) -> str | None:
-    system, value = ident.get("system"), ident.get("value")
-    if not isinstance(value, str) or not value:
-        return None
-    if system == NHS_NUMBER_SYSTEM:
-        return f"nhs:{value.replace(' ', '')}"
-    return f"id:{system}|{value}" if isinstance(system, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +115,7 @@ class Reader:
     def _records(
         self, rtype: str, res: Json, origin: str, aliases: Mapping[str, str], source: str, full: Any
     ) -> Iterator[Record]:
-        ctx = _Ctx(res, rtype, origin, aliases, _meta_source(res) or source or self.source)
+        ctx = _ResourceReader(res, rtype, origin, aliases, _meta_source(res) or source or self.source)
         yield from ctx.contained_patients()
         if rtype == "Patient":
             yield ctx.patient(full)
@@ -216,7 +127,7 @@ class Reader:
             yield ctx.event(self.extensions.get(rtype, {}))
 
 
-class _Ctx:
+class _ResourceReader:
     """Reading one resource: type-checked field access with the JSON path for errors."""
 
     def __init__(
@@ -358,7 +269,7 @@ class _Ctx:
     def contained_patients(self) -> Iterator[PatientFacts]:
         for i, item in enumerate(self.items(self.res, "contained", "")):
             if isinstance(item, dict) and item.get("resourceType") == "Patient":
-                inner = _Ctx(item, "Patient", f"{self.origin} contained[{i}]", self.aliases,
+                inner = _ResourceReader(item, "Patient", f"{self.origin} contained[{i}]", self.aliases,
                              self.source)
                 local_id = item.get("id")
                 local = f"{self.key}#{local_id if isinstance(local_id, str) else ''}"
@@ -369,12 +280,12 @@ class _Ctx:
     def patient(self, full: Any) -> PatientFacts:
         aliases = [self.key] if self.key else []
         if isinstance(full, str) and full and not full.startswith(f"{self.key}"):
-            aliases.append(full if full.startswith("urn:") else _key_of_reference_text(full, {}, ""))
+            aliases.append(full if full.startswith("urn:") else reference_key({"reference": full}, {}))
         nhs = None
         for i, ident in enumerate(self.items(self.res, "identifier", "")):
             if not isinstance(ident, dict):
                 raise self.fail(f"identifier[{i}]", f"expected an object, got {_kind(ident)}")
-            key = _identifier_key(ident)
+            key = identifier_key(ident)
             if key is None:
                 continue
             if key.startswith("nhs:"):
@@ -396,20 +307,21 @@ class _Ctx:
             raise self.fail("subject", "a status Flag/Condition must name its patient")
         if self.rtype == "Flag":
             period = self.obj(self.res, "period", "")
-            start, end = self._maybe(period, "start", "period."), self._maybe(period, "end", "period.")
+            start = self._optional_time(period, "start", "period.")
+            end = self._optional_time(period, "end", "period.")
             active = self.text(self.res, "status", "") == "active"
         else:
-            start = self._maybe(self.res, "onsetDateTime", "") or self._maybe(
-                self.obj(self.res, "onsetPeriod", ""), "start", "onsetPeriod.") or self._maybe(
+            start = self._optional_time(self.res, "onsetDateTime", "") or self._optional_time(
+                self.obj(self.res, "onsetPeriod", ""), "start", "onsetPeriod.") or self._optional_time(
                 self.res, "recordedDate", "")
-            end = self._maybe(self.res, "abatementDateTime", "") or self._maybe(
+            end = self._optional_time(self.res, "abatementDateTime", "") or self._optional_time(
                 self.obj(self.res, "abatementPeriod", ""), "end", "abatementPeriod.")
             clinical = self.concept(self.res.get("clinicalStatus"), "clinicalStatus")
             active = not clinical or any(c.endswith(("|active", "|recurrence", "|relapse"))
                                          for c in clinical)
         return StatusFact(self.key or self.origin, patient, codes, start, end, active)
 
-    def _maybe(self, obj: Json, name: str, path: str) -> datetime | None:
+    def _optional_time(self, obj: Json, name: str, path: str) -> datetime | None:
         """An optional time: unreadable text is no time, a year out of range refuses the record."""
         raw = self.text(obj, name, path)
         parsed = parse_datetime(raw) if raw else None
@@ -456,7 +368,7 @@ class _Ctx:
         return tuple(v for v in values if type(v) is str and v)
 
 
-def _appointment(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+def _appointment(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, ...]:
     res = ctx.res
     reason = res.get("cancelationReason", res.get("cancellationReason"))
     slots["cancellation-reason"] = ctx.concept(reason, "cancelationReason")
@@ -473,7 +385,7 @@ def _appointment(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
     return occurred, patient, place, service, performer
 
 
-def _appointment_actors(ctx: _Ctx) -> tuple[Any, Any, str | None]:
+def _appointment_actors(ctx: _ResourceReader) -> tuple[Any, Any, str | None]:
     patient = performer = place = None
     for i, part in enumerate(ctx.items(ctx.res, "participant", "")):
         if not isinstance(part, dict):
@@ -489,7 +401,7 @@ def _appointment_actors(ctx: _Ctx) -> tuple[Any, Any, str | None]:
     return patient, performer, place
 
 
-def _actor_type(actor: Json, ctx: _Ctx) -> str:
+def _actor_type(actor: Json, ctx: _ResourceReader) -> str:
     declared = actor.get("type")
     if isinstance(declared, str):
         return declared
@@ -509,7 +421,7 @@ def _actor_type(actor: Json, ctx: _Ctx) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
-def _encounter(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+def _encounter(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, ...]:
     res = ctx.res
     slots["class"] = ctx.concepts(res, "class")
     kinds = ctx.concepts(res, "type") | ctx.concepts(res, "serviceType")
@@ -532,7 +444,7 @@ def _encounter(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
     return occurred, ctx.obj(res, "subject", ""), provider, service, performer
 
 
-def _procedure(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+def _procedure(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, ...]:
     res = ctx.res
     slots["status-reason"] = ctx.concept(res.get("statusReason"), "statusReason")
     performed = ctx.obj(res, "performedPeriod", "") or ctx.obj(res, "occurrencePeriod", "")
@@ -543,7 +455,7 @@ def _procedure(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
         res.get("code"), "code")), None
 
 
-def _service_request(ctx: _Ctx, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+def _service_request(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, ...]:
     res = ctx.res
     occurred = ctx.when((res, "occurrenceDateTime", ""), (res, "authoredOn", ""),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))

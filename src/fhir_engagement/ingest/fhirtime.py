@@ -1,7 +1,7 @@
 """FHIR date/dateTime/instant strings -> aware datetimes, tolerating what real files hold.
 
-Real data has 7-digit fractions (``datetime.fromisoformat`` silently truncates them on 3.11+ only
-after we cut them), ``Z``, partial dates (``2012``, ``2012-05``) and local times with no offset.
+Real data has 7-digit fractions (cut to 6 here: ``datetime.fromisoformat`` on 3.11 takes at most
+6), ``Z``, partial dates (``2012``, ``2012-05``) and local times with no offset.
 
 Only years MIN_YEAR..MAX_YEAR are read. PAS exports hold ``0001-01-01`` (.NET DateTime.MinValue)
 and ``9999-12-31`` placeholders; read as given, they overflow later stages (year 1 minus a

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fhir_engagement.errors import MessageError
-from fhir_engagement.ingest.fhir import Record, nhs_number_is_valid
+from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
+from fhir_engagement.ingest.references import nhs_number_is_valid
 from fhir_engagement.ingest.v2map import V2Mapping, V2Mappings
 from fhir_engagement.ingest.v2parse import V2Message
 from fhir_engagement.model import Event, PatientFacts

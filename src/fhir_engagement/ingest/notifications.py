@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from fhir_engagement.errors import NotificationError
-from fhir_engagement.ingest.fhir import MAX_DEPTH, resource_path, too_deep
+from fhir_engagement.ingest.references import MAX_DEPTH, resource_path, too_deep
 
 __all__ = ["MAX_EVENT_NUMBER", "Notice", "classify"]
 
@@ -45,8 +45,13 @@ class Notice:
     focus: tuple[str, ...] = ()  # references to fetch: id-only and empty notifications
 
 
-def classify(body: bytes, path_type: str | None = None, path_id: str | None = None) -> Notice:
-    """Check and classify one body; raises NotificationError saying what is wrong and where."""
+def classify(body: bytes, path_type: str | None = None, path_id: str | None = None, *,
+             kept: bool = False) -> Notice:
+    """Check and classify one body; raises NotificationError saying what is wrong and where.
+
+    ``kept``: the body passed these checks when it was accepted (the inbox worker reading it
+    back), so the full depth walk, a third of the cost, is not made again.
+    """
     if not body.strip():
         if path_type:
             raise NotificationError(f"{path_type}/{path_id}", "a PUT must carry the resource")
@@ -58,7 +63,7 @@ def classify(body: bytes, path_type: str | None = None, path_id: str | None = No
                                 f"not valid JSON: {exc.msg}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
         raise NotificationError("body", "not a FHIR resource (no resourceType)")
-    if too_deep(doc):
+    if not kept and too_deep(doc):
         raise NotificationError("body", f"nested more than {MAX_DEPTH} levels deep")
     if path_type:
         _check_path(doc, path_type, path_id)
@@ -82,11 +87,11 @@ def _bundle(doc: dict[str, Any], body: bytes) -> Notice:
         raise NotificationError("Bundle.entry", "expected a list")
     first = entries[0].get("resource") if entries and isinstance(entries[0], dict) else None
     if isinstance(first, dict) and first.get("resourceType") in ("Parameters", "SubscriptionStatus"):
-        return _topic(doc, first)
+        return _topic(doc, first, body)
     return Notice("bundle", f"bundle:{_hash(body)}", doc)
 
 
-def _topic(doc: dict[str, Any], status: dict[str, Any]) -> Notice:
+def _topic(doc: dict[str, Any], status: dict[str, Any], body: bytes) -> Notice:
     fields = _backport(status) if status["resourceType"] == "Parameters" else _status(status)
     kind, subscription, since, events = fields
     if kind not in _TOPIC_TYPES:
@@ -100,7 +105,12 @@ def _topic(doc: dict[str, Any], status: dict[str, Any]) -> Notice:
     included = {resource_path(e["fullUrl"]) for e in doc["entry"][1:]
                 if isinstance(e, dict) and isinstance(e.get("fullUrl"), str) and "resource" in e}
     focus = tuple(f for _, f in events if f and resource_path(f) not in included)
-    key = f"{subscription}#{max(numbers)}" if numbers else f"{subscription}#{kind}:{since}"
+    # The event number alone is the sender's word: a forged notification or a server whose
+    # numbering restarted would take an earlier event's key and be dropped as its duplicate.
+    # What the event is (its focus) and the body's digest go in too; a true re-send still matches.
+    named = ",".join(sorted(resource_path(f) for _, f in events if f))
+    head = f"#{max(numbers)}" if numbers else f"#{kind}:{since}"
+    key = f"{subscription}{head}|{named}|{_hash(body)}"
     return Notice(kind, key, doc, subscription, numbers, since, focus)
 
 
@@ -191,8 +201,8 @@ def _short(value: Any) -> str:
 def _resource_key(doc: dict[str, Any], body: bytes) -> str:
     meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
     version = meta.get("versionId") or meta.get("lastUpdated")
-    if doc.get("id") and version:
-        return f"{doc['resourceType']}/{doc['id']}/{version}"
+    if doc.get("id") and version:  # the digest too: the same id and version from another sender
+        return f"{doc['resourceType']}/{doc['id']}/{version}|{_hash(body)}"
     return f"resource:{_hash(body)}"
 
 

@@ -14,8 +14,9 @@ import orjson
 
 from fhir_engagement.errors import DeliveryError, NotificationError
 from fhir_engagement.fhirserver.client import FhirClient
-from fhir_engagement.ingest.fhir import Record, resource_path
+from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.notifications import Notice, classify
+from fhir_engagement.ingest.references import resource_path
 from fhir_engagement.live import recovery
 from fhir_engagement.live.first_sight import FirstSight
 from fhir_engagement.live.recovery import Recovery
@@ -49,12 +50,13 @@ class FhirInbox:
             self.stats["rejected"] += 1
             _LOG.warning("refused a push to %s: %s", origin.split(" ", 1)[-1], type(error).__name__)
             raise
-        if notice.subscription:
-            self.recovery.track(notice)
+        fresh = True
         if notice.kind not in ("handshake", "heartbeat"):
             fresh = self.store.inbox_put(CHANNEL, notice.subscription or "push", notice.dedupe,
                                          origin, body)
             self.stats["received" if fresh else "duplicates"] += 1
+        if notice.subscription:
+            self.recovery.track(notice, fresh)
         self.store.commit()
         return notice
 
@@ -79,11 +81,11 @@ class FhirInbox:
         records = self._read(documents, origin, raw)
         if self.first_sight is not None:
             await self.first_sight.read(records)
-        self.pipeline.apply(records, raw)
+        self.pipeline.apply(records, raw, origin)
 
     async def _documents(self, raw: bytes, origin: str) -> list[dict[str, Any]]:
         """The FHIR documents one kept push stands for: included, fetched, or searched for."""
-        notice = classify(raw)  # it was classified once already
+        notice = classify(raw, kept=True)  # it was classified once already, on accept
         documents = [notice.document] if notice.document else []
         documents += await self._fetch_all(notice.focus, origin, raw)
         if notice.kind == "poll" or _empty_event(notice):

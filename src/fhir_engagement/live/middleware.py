@@ -10,6 +10,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
+import orjson
 from aiohttp import web
 
 from fhir_engagement.errors import NotificationError, StoreError
@@ -63,8 +64,8 @@ def outcome(status: int, code: str, text: str, where: str = "",
     issue: dict[str, object] = {"severity": severity, "code": code, "diagnostics": text}
     if where:
         issue["expression"] = [where]
-    return web.json_response({"resourceType": "OperationOutcome", "issue": [issue]},
-                             status=status, content_type="application/fhir+json")
+    body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [issue]})
+    return web.Response(body=body, status=status, content_type="application/fhir+json")
 
 
 @web.middleware

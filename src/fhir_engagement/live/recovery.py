@@ -36,13 +36,14 @@ class Recovery:
         self.store, self.stats = pipeline.store, pipeline.stats
         self._events_offered: bool | None = None
 
-    def track(self, notice: Notice) -> None:
+    def track(self, notice: Notice, fresh: bool = True) -> None:
         """Record the newest event number; keep a recovery request when some were skipped.
 
         Numbers are the sender's, so never trusted to be sane: one that is not a plausible event
         number is counted and ignored (it must not switch gap detection off), and numbering
-        that goes back is a restarted server (counted; gaps are then measured from the new
-        numbers). Processing never depends on the numbers: dedupe includes the body.
+        that goes back, or a number seen before on a new event (``fresh``), is counted as an
+        anomaly (a restarted server, or a forgery); gaps are then measured from the new numbers.
+        Processing never depends on the numbers: dedupe includes the focus and the body.
         """
         numbers = [n for n in notice.event_numbers if 0 < n <= _MAX_EVENT_NUMBER]
         if len(numbers) < len(notice.event_numbers):
@@ -51,7 +52,7 @@ class Recovery:
         newest = max(numbers, default=since if since and 0 <= since <= _MAX_EVENT_NUMBER else None)
         before = self.store.subscription_seen(notice.subscription or "", notice.kind, newest)
         self.stats[f"notifications {notice.kind}"] += 1
-        if newest is not None and newest < before:
+        if fresh and numbers and max(numbers) <= before:
             self.stats["event numbering anomalies"] += 1  # numbering restarted, or a repeat
         if numbers and before and min(numbers) > before + 1:
             self._gap(notice.subscription or "", before + 1, min(numbers) - 1)

@@ -72,7 +72,7 @@ class V2Inbox:
         read = self.pipeline.engine.records.read(RawItem(Kind.V2, raw, origin))
         for error in read.rejected:
             self.pipeline.reject(error, raw)
-        self.pipeline.apply(read.records, raw)
+        self.pipeline.apply(read.records, raw, origin)
 
     def _refuse(
         self, message: V2Message | None, raw: bytes, error: InputError, location: str

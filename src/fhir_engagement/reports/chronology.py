@@ -21,7 +21,7 @@ import orjson
 from fhir_engagement.decisions.codesystems import ACTION, CONCERN, SIGNAL, CodeSystems
 from fhir_engagement.decisions.ids import NHS_NUMBER_SYSTEM, full_url
 from fhir_engagement.errors import ReportError
-from fhir_engagement.ingest.fhir import nhs_number_is_valid
+from fhir_engagement.ingest.references import nhs_number_is_valid
 from fhir_engagement.reports.audit import Auditor, Read
 from fhir_engagement.reports.labels import PATTERNS, display
 from fhir_engagement.store.base import Access, ChildRecord, ChildSignal, Store

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from fhir_engagement.errors import RecordError
-from fhir_engagement.ingest.fhir import NHS_NUMBER_SYSTEM, Reader, nhs_number_is_valid, reference_key
+from fhir_engagement.ingest.fhir import Reader
+from fhir_engagement.ingest.references import NHS_NUMBER_SYSTEM, nhs_number_is_valid, reference_key
 from fhir_engagement.model import Event, PatientFacts
 
 ALIASES = {"urn:uuid:8c5e4a1e-0000-4000-8000-000000000001": "Patient/p9"}

@@ -42,7 +42,23 @@ def test_full_resource_notification_includes_its_focus() -> None:
     assert notice.kind == "event-notification"
     assert notice.event_numbers == (1,)
     assert notice.focus == ()  # the Encounter is in the Bundle: nothing to fetch
-    assert notice.dedupe == "https://fhirserver.org/fhir/Subscription/123#1"
+    # the event number, what the event is about, and the body's digest
+    subscription, _, rest = notice.dedupe.partition("#")
+    number, focus, digest = rest.split("|")
+    assert (subscription, number) == ("https://fhirserver.org/fhir/Subscription/123", "1")
+    assert focus == "Encounter/86009987-eabe-42bf-8c02-b112b18cb616"
+    assert len(digest) == 32
+
+
+def test_the_same_event_number_about_another_resource_is_not_a_duplicate() -> None:
+    """A forged notification, or a server whose numbering restarted, must not take an earlier
+    event's dedupe key: the inbox would drop a real no-show as its duplicate."""
+    raw = _body("inferno-subscriptions-test-kit/id_only_notification_bundle_example.json")
+    again = classify(raw)
+    other = classify(raw.replace(b"86009987-eabe-42bf-8c02-b112b18cb616", b"another-encounter"))
+    assert classify(raw).dedupe == again.dedupe  # a true re-send is still one event
+    assert other.event_numbers == again.event_numbers
+    assert other.dedupe != again.dedupe
 
 
 def test_id_only_notification_names_what_to_fetch() -> None:
@@ -63,7 +79,8 @@ def test_rest_hook_forms() -> None:
     appointment = {"resourceType": "Appointment", "id": "a1", "status": "noshow",
                    "meta": {"versionId": "3"}}
     notice = classify(json.dumps(appointment).encode(), "Appointment", "a1")
-    assert (notice.kind, notice.dedupe) == ("resource", "Appointment/a1/3")
+    assert notice.kind == "resource"
+    assert notice.dedupe.startswith("Appointment/a1/3|")  # and the body's digest
 
 
 @pytest.mark.parametrize(
