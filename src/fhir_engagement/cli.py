@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import orjson
 
 from fhir_engagement import __version__
@@ -32,22 +33,31 @@ from fhir_engagement.errors import (
     StoreError,
     StoreLockedError,
 )
+from fhir_engagement.fhirserver.auth import token_source
+from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.fhirserver.subscribe import subscribe
 from fhir_engagement.live.app import build_app, open_exposure
-from fhir_engagement.live.deadletters import drop_inbox_item, retry_dead_letter, retry_inbox_item
+from fhir_engagement.live.deadletters import (
+    drop_inbox_item,
+    mask,
+    preview,
+    retry_dead_letter,
+    retry_inbox_item,
+)
 from fhir_engagement.live.http import serve
 from fhir_engagement.live.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.observability import setup_logging
 from fhir_engagement.pipeline import Engine, Pipeline, load_engine
 from fhir_engagement.replay import ReplayResult, replay, write_bundle
 from fhir_engagement.reports import open_report_store
-from fhir_engagement.reports.audit import requester
+from fhir_engagement.reports.audit import Auditor, requester
 from fhir_engagement.reports.charts import mix_chart, rate_chart
 from fhir_engagement.reports.chronology import chronology_bundle, chronology_text, open_chronology
 from fhir_engagement.reports.mix import mix_csv, mix_report, mix_text
 from fhir_engagement.reports.period import Period
 from fhir_engagement.reports.rates import rate_csv, rate_report, rate_text
 from fhir_engagement.store import Store, open_store
+from fhir_engagement.store.auditkey import audit_key
 
 __all__ = ["main"]
 
@@ -157,16 +167,21 @@ def _parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("deadletter", help="what the adapter could not use: list, show, retry")
     dl.add_argument("action", choices=("list", "show", "retry"))
     dl.add_argument("id", nargs="?", type=int, help="the dead letter's id (show, retry)")
+    dl.add_argument("--reveal", action="store_true", help=_REVEAL_HELP)
     dl.add_argument("--store", help="SQLite file that keeps state")
     ib = sub.add_parser("inbox", help="live input waiting or quarantined: list, show, retry, drop")
     ib.add_argument("action", choices=("list", "show", "retry", "drop"))
     ib.add_argument("id", nargs="?", type=int, help="the inbox item's id (show, retry, drop)")
     ib.add_argument("--all", action="store_true", help="list: done items too")
+    ib.add_argument("--reveal", action="store_true", help=_REVEAL_HELP)
     ib.add_argument("--store", help="SQLite file that keeps state")
     sb = sub.add_parser("subscribe", help="create or repair the Subscriptions on the FHIR server")
     sb.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
     sb.add_argument("--endpoint", required=True, help="where the server should send: "
                     "http://adapter:8080/notify")
+    sb.add_argument("--rotate", action="store_true", help="give every Subscription a new secret "
+                    "(the old one is accepted for subscription_secret_grace seconds)")
+    sb.add_argument("--store", help="SQLite file that keeps state (the secrets' generations)")
     sv = sub.add_parser("serve", help="run the listener(s): HTTP (health, dashboard) and MLLP")
     sv.add_argument("--host", help="HTTP address (default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="HTTP port (default 8080)")
@@ -235,16 +250,26 @@ def _write_bundle(result: ReplayResult, out: Path, store: Store, err: TextIO) ->
 
 
 def _subscribe(args: argparse.Namespace, settings: Settings, err: TextIO) -> int:
+    # The secrets' generations are never cached: this may run beside a running serve.
+    store = open_store(settings.store, exclusive=False)
     try:
-        report = asyncio.run(subscribe(settings, args.endpoint))
+        report = asyncio.run(subscribe(settings, args.endpoint, store, args.rotate))
     except DeliveryError as exc:
         print(f"fhir-engagement subscribe: the FHIR server refused: {exc}", file=err)
         return EXIT_USAGE
+    finally:
+        store.close()
     print(f"Subscriptions for {args.endpoint}: {report.created} created, {report.repaired} "
-          f"repaired, {report.unchanged} already active", file=err)
+          f"repaired, {report.rotated} given a new secret, {report.unchanged} already active",
+          file=err)
     for topic in report.topics_not_offered:
         print(f"  topic not offered by the server, not subscribed: {topic}", file=err)
     return EXIT_OK
+
+
+_REVEAL_HELP = ("show: print the raw content (children's data), recorded in the audit table "
+                "and, with a FHIR server, as an AuditEvent")
+_REVEAL_HINT = "(content withheld: --reveal prints it, and the read is audited)"
 
 
 def _deadletter(args: argparse.Namespace, engine: Engine, settings: Settings, out: TextIO) -> int:
@@ -255,22 +280,61 @@ def _deadletter(args: argparse.Namespace, engine: Engine, settings: Settings, ou
     try:
         if args.action == "list":
             for letter, received, origin, reason in store.dead_letter_rows():
-                print(f"{letter}\t{received}\t{origin}\t{reason}", file=out)
+                raw = (store.dead_letter_raw(letter) or ("", b""))[1]
+                print(f"{letter}\t{received}\t{mask(origin)}\t{mask(reason)}\t{preview(raw)}",
+                      file=out)
             return EXIT_OK
         if args.action == "show":
             found = store.dead_letter_raw(args.id)
             if found is None:
                 print(f"fhir-engagement deadletter: no dead letter {args.id}", file=sys.stderr)
                 return EXIT_USAGE
-            out.write(found[1].decode("utf-8", "replace"))
+            _show(args, settings, store, "deadletter", found, out)
             return EXIT_OK
         pipeline = Pipeline(engine, store, store.start_run(f"deadletter retry {args.id}"))
         result = asyncio.run(retry_dead_letter(pipeline, args.id))
         print(f"dead letter {args.id}: {'taken' if result.taken else 'not taken'} "
-              f"({result.detail})", file=out)
+              f"({mask(result.detail)})", file=out)
         return EXIT_OK if result.taken else EXIT_REJECTED
     finally:
         store.close()
+
+
+def _show(args: argparse.Namespace, settings: Settings, store: Store, kind: str,
+          found: tuple[str, bytes], out: TextIO) -> None:
+    """A kept item: its masked summary, or (``--reveal``) its raw content, audited first."""
+    origin, raw = found
+    if not args.reveal:
+        print(f"{kind} {args.id}\t{mask(origin)}\t{preview(raw)}\n{_REVEAL_HINT}", file=out)
+        return
+    read = _auditor(settings, store).reveal(store, kind, args.id)
+    _send_audit_event(settings, read.event)
+    out.write(raw.decode("utf-8", "replace"))
+
+
+def _auditor(settings: Settings, store: Store) -> Auditor:
+    """The configured (or OS) person, with the audit key from outside the store."""
+    return Auditor(audit_key(settings, store), requester(settings.operator))
+
+
+def _send_audit_event(settings: Settings, event: dict[str, object]) -> None:
+    """POST the read's AuditEvent to the FHIR server, if one is set; say so if it fails.
+
+    The local audit row is already committed: a server that does not answer does not stop the
+    read, but the operator is told that the server's audit trail misses it."""
+    if not settings.fhir_base:
+        return
+    try:
+        asyncio.run(_post_audit_event(settings, event))
+    except DeliveryError as exc:
+        print(f"fhir-engagement: the AuditEvent of this read was not written to the FHIR server "
+              f"({exc}); it is recorded in the local audit table only", file=sys.stderr)
+
+
+async def _post_audit_event(settings: Settings, event: dict[str, object]) -> None:
+    async with aiohttp.ClientSession() as session:
+        client = FhirClient(settings.fhir_base or "", session, token_source(settings, session))
+        await client.create({k: v for k, v in event.items() if k != "id"})
 
 
 _INBOX_STATES = ("pending", "quarantined", "dropped")
@@ -286,13 +350,15 @@ def _inbox(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         if args.action == "list":
             states = (*_INBOX_STATES, "done") if args.all else _INBOX_STATES
             for row in store.inbox_rows(states):
+                raw = (store.inbox_raw(row.id) or ("", b""))[1]
                 print(f"{row.id}\t{row.received}\t{row.channel}\t{row.state}\t"
-                      f"{row.attempts}\t{row.origin}\t{row.last_error}", file=out)
+                      f"{row.attempts}\t{mask(row.origin)}\t{mask(row.last_error)}\t"
+                      f"{preview(raw)}", file=out)
             return EXIT_OK
         if args.action == "show":
             found = store.inbox_raw(args.id)
             if found is not None:
-                out.write(found[1].decode("utf-8", "replace"))
+                _show(args, settings, store, "inbox", found, out)
             return _found(found is not None, args.id)
         act, done = ((retry_inbox_item, "back to pending") if args.action == "retry" else
                      (drop_inbox_item, "dropped, kept as a dead letter"))
@@ -318,9 +384,7 @@ def _serve(engine: Engine, settings: Settings, insecure: bool) -> int:
               "FHIR_ENGAGEMENT_READ_TOKEN) or, knowingly, --insecure", file=sys.stderr)
         return EXIT_USAGE
     store = open_store(settings.store)
-    key = store.audit_key()  # log hashes name a child as the audit log does
-    store.commit()  # kept now: a later rollback must not change the key under the logs
-    setup_logging(key=key)
+    setup_logging(key=audit_key(settings, store))  # log hashes name a child as the audit does
     if refusal:
         logging.getLogger("fhir_engagement.serve").warning(
             "--insecure: %s; anyone who can reach it can raise Flags and Tasks on any child",
@@ -399,7 +463,6 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cp.add_argument("--patient", required=True, metavar="NHS_NUMBER",
                     help="the child's NHS number (required: chronologies are never aggregate)")
     cp.add_argument("--bundle", type=Path, help="also write a FHIR Bundle (collection)")
-    cp.add_argument("--requested-by", help="who asks, for the audit log (default: the OS user)")
     cp.add_argument("--store", help="the SQLite store to read")
 
 
@@ -423,17 +486,17 @@ def _report(args: argparse.Namespace, engine: Engine, settings: Settings, out: T
             _files(args, mix_csv(mix), mix_chart(mix))
             print(mix_text(mix, engine.systems), end="", file=out)
         else:
-            _chronology(args, engine, store, tz, out)
+            _chronology(args, engine, settings, store, tz, out)
     finally:
         store.close()
     return EXIT_OK
 
 
-def _chronology(args: argparse.Namespace, engine: Engine, store: Store, tz: ZoneInfo,
-                out: TextIO) -> None:
+def _chronology(args: argparse.Namespace, engine: Engine, settings: Settings, store: Store,
+                tz: ZoneInfo, out: TextIO) -> None:
     detail = "text and bundle" if args.bundle else "text"
-    chron = open_chronology(store, args.patient, engine.systems, requester(args.requested_by),
-                            detail)
+    chron = open_chronology(store, args.patient, engine.systems, _auditor(settings, store), detail)
+    _send_audit_event(settings, chron.audit_event)
     if args.bundle:
         bundle = chronology_bundle(chron, engine.systems)
         _write(args.bundle, orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode())

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fhir_engagement.errors import ConfigError
 
@@ -92,6 +92,20 @@ class Settings(BaseModel):
     inbox_max_attempts: int = 3
     inbox_max_age: float = 300.0
     dashboard_cache_seconds: float = 30.0  # /dashboard is rebuilt (off the event loop) at most this often
+    # security (SECURITY.md): who a person reading identifiable data is recorded as (else the OS
+    # user); the audit HMAC key, from the environment (FHIR_ENGAGEMENT_AUDIT_KEY, hex) or a key
+    # file kept apart from the store (default: beside it, in ``<store>.keys/``, mode 0700/0600)
+    operator: str | None = None
+    audit_key: str | None = Field(default=None, pattern=r"^([0-9a-fA-F]{2}){16,64}$", repr=False)
+    audit_key_file: Path | None = None
+    # MLLP over TLS: the listener's certificate and key; with a client CA, mutual TLS (a client
+    # certificate signed by it is required)
+    mllp_tls_cert: Path | None = None
+    mllp_tls_key: Path | None = None
+    mllp_tls_client_ca: Path | None = None
+    # how long a rotated subscription secret is still accepted (seconds), so in-flight
+    # notifications signed with the old one are not lost
+    subscription_secret_grace: float = 3600.0
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

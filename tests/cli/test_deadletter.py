@@ -26,10 +26,11 @@ def test_list_show_and_retry_of_a_record_still_refused(tmp_path: Path) -> None:
     listed = _cli("deadletter", "list", "--store", store, cwd=tmp_path)
     assert listed.returncode == 0
     (row,) = listed.stdout.splitlines()
-    letter, _, origin, reason = row.split("\t")
+    letter, _, origin, reason, kind = row.split("\t")
     assert origin == f"{bad}:1 (Appointment.status)"
     assert reason == "expected a string, got a number"
-    shown = _cli("deadletter", "show", letter, "--store", store, cwd=tmp_path)
+    assert kind == "FHIR Appointment, 55 bytes"
+    shown = _cli("deadletter", "show", letter, "--reveal", "--store", store, cwd=tmp_path)
     assert shown.stdout == '{"resourceType": "Appointment", "id": "a", "status": 5}'
     retried = _cli("deadletter", "retry", letter, "--store", store, cwd=tmp_path)
     assert retried.returncode == 1

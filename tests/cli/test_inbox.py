@@ -38,7 +38,9 @@ def test_list_show_retry_and_drop(tmp_path: Path) -> None:
         ("1", "mllp", "quarantined", "3", "mllp:2575"), ("2", "fhir", "pending", "0",
                                                           "http POST /notify")]
     assert rows[0][6] == "processing failed (KeyError)"
-    shown = _cli("inbox", "show", "1", "--store", store, cwd=tmp_path)
+    assert [r[7] for r in rows] == ["HL7 v2 message (type unreadable), 17 bytes",
+                                    "FHIR Bundle, 26 bytes"]
+    shown = _cli("inbox", "show", "1", "--reveal", "--store", store, cwd=tmp_path)
     assert shown.stdout == "MSH|^~\\&|PAS|RXQ\n"  # text mode reads the segment's CR as a newline
 
     assert _cli("inbox", "retry", "1", "--store", store, cwd=tmp_path).returncode == 0

@@ -113,7 +113,7 @@ async def test_end_to_end_a_no_show_on_the_server_becomes_a_task_on_the_server(
 ) -> None:
     caplog.set_level(logging.INFO, logger="fhir_engagement")
     settings = Settings(mappings_dir=MAPPINGS, fhir_base=fhir_server.base_url, notify_token=SECRET)
-    report = await subscribe(settings, f"{listener.url}/notify")
+    report = await subscribe(settings, f"{listener.url}/notify", listener.store)
     assert report.created + report.repaired + report.unchanged == 4
     base = fhir_server.base_url
     patient = {"resourceType": "Patient", "id": "e2e-child", "birthDate": "2016-05-05"}
@@ -158,7 +158,7 @@ async def test_first_sight_of_a_child_reads_their_history_so_the_pattern_counts(
     async with http.put(f"{base}/Task/hist-letter", json=letter) as resp:
         assert resp.status in (200, 201)
     settings = Settings(mappings_dir=MAPPINGS, fhir_base=base, notify_token=SECRET)
-    await subscribe(settings, f"{listener.url}/notify")
+    await subscribe(settings, f"{listener.url}/notify", listener.store)
     third = {"resourceType": "Appointment", "id": "hist-3", "status": "noshow",
              "start": "2026-11-02T10:00:00Z",
              "participant": [{"actor": {"reference": "Patient/hist-child"}, "status": "declined"}]}
@@ -223,7 +223,7 @@ async def test_a_topic_based_subscription_where_the_server_offers_the_topic(
         assert resp.status in (200, 201)
     settings = Settings(mappings_dir=MAPPINGS, fhir_base=base, notify_token=SECRET,
                         topics=(NOSHOW_TOPIC, "https://example.org/not-offered"))
-    report = await subscribe(settings, f"{listener.url}/notify")
+    report = await subscribe(settings, f"{listener.url}/notify", listener.store)
     assert report.topics_not_offered == ["https://example.org/not-offered"]
     async with http.get(f"{base}/Subscription", params={"_count": "200"}) as resp:
         subs = [e["resource"] for e in (await resp.json(content_type=None))["entry"]]

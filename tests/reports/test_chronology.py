@@ -7,11 +7,12 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
 from fhir_engagement.errors import ReportError
 from fhir_engagement.pipeline import Engine
-from fhir_engagement.reports.audit import requester, subject_hash
+from fhir_engagement.reports.audit import Auditor, requester, subject_hash
 from fhir_engagement.reports.chronology import (
     Chronology,
     chronology_bundle,
@@ -23,12 +24,13 @@ from tests.reports.conftest import LONDON
 from tests.reports.dataset import CHILDREN, UNKNOWN_NHS
 
 C1, C5, ADULT = CHILDREN["c1"][0] or "", CHILDREN["c5"][0] or "", CHILDREN["a1"][0] or ""
+KEY = bytes(range(32))
 
 
 def _open(path: Path, number: str, engine: Engine, who: str = "Dr Report Test") -> Chronology:
     store = SqliteStore(str(path))
     try:
-        return open_chronology(store, number, engine.systems, who, "text")
+        return open_chronology(store, number, engine.systems, Auditor(KEY, who), "text")
     finally:
         store.close()
 
@@ -68,7 +70,7 @@ def test_the_read_is_audited_with_who_and_a_keyed_hash_of_the_child(
     _open(store_copy, C1, engine)
     store = SqliteStore(str(store_copy))
     try:
-        expected = subject_hash(store.audit_key(), f"nhs:{C1}")
+        expected = subject_hash(KEY, f"nhs:{C1}")
         assert [(a.who, a.action, a.subject) for a in store.accesses()] == [
             ("Dr Report Test", "chronology", expected)]
     finally:
@@ -147,9 +149,27 @@ def test_an_invalid_nhs_number_is_refused(store_copy: Path, engine: Engine) -> N
     assert wrong not in str(caught.value)
 
 
-def test_requester_is_the_named_person_or_the_os_user(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert requester(" Dr A ") == "Dr A"
+def test_requester_is_the_configured_operator_with_the_os_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("LOGNAME", "os-user-x")
+    monkeypatch.setattr("getpass.getuser", lambda: "os-user-x")
     assert requester() == "os-user-x"
-    with pytest.raises(ReportError, match="requested-by"):
-        requester("  ")
+    assert requester("  ") == "os-user-x"
+    assert requester("os-user-x") == "os-user-x"
+    assert requester(" Dr A ") == "Dr A (OS user os-user-x)"
+
+
+def test_the_read_is_an_audit_event_naming_the_child_reader_and_adapter(
+    store_copy: Path, engine: Engine
+) -> None:
+    event = _open(store_copy, C1, engine).audit_event
+    AuditEvent.model_validate(event)
+    assert (event["type"]["code"], event["action"]) == ("110110", "R")
+    (entity,) = event["entity"]
+    assert entity["what"]["identifier"] == {"system": "https://fhir.nhs.uk/Id/nhs-number",
+                                            "value": C1}
+    assert entity["detail"][0]["valueString"] == subject_hash(KEY, f"nhs:{C1}")
+    assert event["agent"][0]["who"]["identifier"]["value"] == "Dr Report Test"
+    assert event["agent"][0]["requestor"] is True
+    assert event["source"]["observer"]["identifier"]["value"] == "fhir-engagement"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import subprocess
 import sys
@@ -16,8 +17,8 @@ from tests.reports.dataset import CHILDREN, UNKNOWN_NHS
 C1 = CHILDREN["c1"][0] or ""
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "error"}
+def _cli(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "error", **extra}
     return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -58,8 +59,8 @@ def test_mix_prints_and_writes(report_store_file: Path, tmp_path: Path) -> None:
 def test_chronology_prints_writes_the_bundle_and_is_audited(store_copy: Path,
                                                            tmp_path: Path) -> None:
     run = _cli("report", "chronology", "--patient", C1, "--store", str(store_copy),
-               "--requested-by", "Named Nurse", "--bundle", str(tmp_path / "c1.json"),
-               cwd=tmp_path)
+               "--bundle", str(tmp_path / "c1.json"), cwd=tmp_path,
+               FHIR_ENGAGEMENT_OPERATOR="Named Nurse")
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("Engagement chronology for NHS number")
     assert run.stdout.count("Was not brought") == 2
@@ -69,7 +70,7 @@ def test_chronology_prints_writes_the_bundle_and_is_audited(store_copy: Path,
     store = SqliteStore(str(store_copy))
     try:
         assert [(a.who, a.action, a.detail) for a in store.accesses()] == [
-            ("Named Nurse", "chronology", "text and bundle")]
+            (f"Named Nurse (OS user {getpass.getuser()})", "chronology", "text and bundle")]
     finally:
         store.close()
 
@@ -126,3 +127,16 @@ def test_an_unwritable_output_exits_2(report_store_file: Path, tmp_path: Path) -
     assert run.returncode == 2
     assert f"cannot write {blocker / 'rate.csv'}" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_the_requester_is_not_free_text(store_copy: Path, tmp_path: Path) -> None:
+    """``--requested-by`` is gone: anyone could type any name there."""
+    run = _cli("report", "chronology", "--patient", C1, "--store", str(store_copy),
+               "--requested-by", "Someone Else", cwd=tmp_path)
+    assert run.returncode == 2
+    assert "unrecognized arguments: --requested-by" in run.stderr
+    store = SqliteStore(str(store_copy))
+    try:
+        assert store.accesses() == []
+    finally:
+        store.close()

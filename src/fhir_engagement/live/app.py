@@ -34,6 +34,7 @@ from fhir_engagement.live.keys import (
 from fhir_engagement.live.middleware import errors
 from fhir_engagement.live.outbox import Outbox
 from fhir_engagement.live.routes import add_routes
+from fhir_engagement.live.tls import mllp_tls_context
 from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.live.workers import Supervisor
 from fhir_engagement.pipeline import Engine, Pipeline
@@ -85,7 +86,8 @@ async def _mllp(app: web.Application) -> AsyncIterator[None]:
             wake.set()
         return ack
 
-    limits = MllpSettings(settings.mllp_max_frame, settings.mllp_idle_timeout)
+    limits = MllpSettings(settings.mllp_max_frame, settings.mllp_idle_timeout,
+                          tls=mllp_tls_context(settings))  # None: plain TCP (loopback)
     server = await start_mllp_server(handle, inbox.refuse_oversize, settings.mllp_host,
                                      settings.mllp_port or 0, limits)
     app[MLLP_SERVER] = server

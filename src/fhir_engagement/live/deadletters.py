@@ -4,11 +4,19 @@ Nothing the adapter could not use is lost: it sits in the store with where it ca
 Retrying sends it back through the path it came by (a v2 message through the v2 inbox, a FHIR
 push through the FHIR inbox, a refused delivery back to the outbox, a replayed record through the
 reader), and forgets it only when that path takes it. Every path reads through ingest/records.py.
+
+What an operator lists is never the content: ``preview`` says what kind of input it is (FHIR
+resource type and entry count, or HL7 v2 message type) and its size, and ``mask`` blanks
+quoted values, NHS-number-like digit runs and dates in origins and reasons (a reader's reason
+may quote the value it refused). The content itself is shown only on an audited ``--reveal``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+import orjson
 
 from fhir_engagement.errors import InputError, NotificationError
 from fhir_engagement.ingest.notifications import classify
@@ -18,7 +26,50 @@ from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.pipeline import Pipeline
 from fhir_engagement.store.base import Store
 
-__all__ = ["RetryResult", "drop_inbox_item", "retry_dead_letter", "retry_inbox_item"]
+__all__ = ["RetryResult", "drop_inbox_item", "mask", "preview", "retry_dead_letter",
+           "retry_inbox_item"]
+
+# Quoted literals (a reader quotes the value it refused), then dates and times (ISO, v2 DTM,
+# day/month/year), then digit runs of 6 or more, spaced or not (NHS numbers, phone numbers).
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_DATE = re.compile(r"\b\d{4}-\d{2}(?:-\d{2})?(?:T[\d:.+\-Z]*)?|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b")
+_DIGITS = re.compile(r"\d(?:[ -]?\d){5,}")
+_CODE = re.compile(r"^[A-Za-z0-9_]{1,16}(?:\^[A-Za-z0-9_]{1,16}){0,2}$")
+_RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+
+
+def mask(text: str) -> str:
+    """``text`` with every value that could name or date a person replaced by a placeholder."""
+    text = _QUOTED.sub(lambda m: f"<{len(m.group()) - 2} chars>", text)
+    text = _DATE.sub("<date>", text)
+    return _DIGITS.sub("<number>", text)
+
+
+def preview(raw: bytes) -> str:
+    """What kind of input this is and how big, from structure alone (never a value)."""
+    size = f"{len(raw):,} bytes"
+    body = raw.lstrip()
+    if body.startswith(b"MSH") and len(body) > 8:
+        return f"HL7 v2 {_v2_type(body)}, {size}"
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return f"not JSON or HL7 v2, {size}"
+    kind = document.get("resourceType") if isinstance(document, dict) else None
+    if not isinstance(kind, str) or not _RESOURCE_TYPE.match(kind):
+        return f"JSON without a resourceType, {size}"
+    entries = document.get("entry")
+    count = f" of {len(entries)} entries" if kind == "Bundle" and isinstance(entries, list) else ""
+    return f"FHIR {kind}{count}, {size}"
+
+
+def _v2_type(message: bytes) -> str:
+    """MSH-9 (message type^trigger), only if it looks like a code: the rest is never shown."""
+    separator = message[3:4]
+    fields = message.split(b"\r", 1)[0].split(separator)
+    code = fields[8].decode("ascii", "replace") if len(fields) > 8 else ""
+    code = code.replace(message[4:5].decode("ascii", "replace"), "^") if len(message) > 4 else code
+    return code if _CODE.match(code) else "message (type unreadable)"
 
 
 @dataclass(frozen=True, slots=True)

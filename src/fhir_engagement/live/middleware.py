@@ -14,7 +14,8 @@ import orjson
 from aiohttp import web
 
 from fhir_engagement.errors import NotificationError, StoreError
-from fhir_engagement.live.keys import SETTINGS
+from fhir_engagement.fhirserver.subscribe import secret_is_valid
+from fhir_engagement.live.keys import SETTINGS, STORE
 
 __all__ = ["check_credential", "check_read", "errors", "may_read", "outcome"]
 
@@ -24,9 +25,12 @@ _ISSUE_CODES = {HTTPStatus.UNAUTHORIZED: "login", HTTPStatus.REQUEST_ENTITY_TOO_
 
 
 def check_credential(request: web.Request) -> None:
-    """The notify credential: a bearer token or shared-secret header, compared in constant time."""
+    """The notify credential (bearer token or shared-secret header, compared in constant time),
+    or the secret ``subscribe`` gave one Subscription (fhirserver/subscribe.py)."""
     secret = request.app[SETTINGS].notify_token
-    if secret and not _presented(request, secret):
+    if not secret or _presented(request, secret):
+        return
+    if not secret_is_valid(secret, _given(request), request.app[STORE].meta):
         raise web.HTTPUnauthorized(reason="a valid bearer token or X-Engagement-Secret is needed")
 
 
@@ -46,9 +50,12 @@ def check_read(request: web.Request) -> None:
 
 
 def _presented(request: web.Request, secret: str) -> bool:
-    given = request.headers.get("X-Engagement-Secret") or request.headers.get(
+    return hmac.compare_digest(_given(request).encode(), secret.encode())
+
+
+def _given(request: web.Request) -> str:
+    return request.headers.get("X-Engagement-Secret") or request.headers.get(
         "Authorization", "").removeprefix("Bearer ").strip()
-    return hmac.compare_digest(given.encode(), secret.encode())
 
 
 def outcome(status: int, code: str, text: str, where: str = "",

@@ -22,7 +22,7 @@ from fhir_engagement.decisions.codesystems import ACTION, CONCERN, SIGNAL, CodeS
 from fhir_engagement.decisions.ids import NHS_NUMBER_SYSTEM, full_url
 from fhir_engagement.errors import ReportError
 from fhir_engagement.ingest.references import nhs_number_is_valid
-from fhir_engagement.reports.audit import record_access
+from fhir_engagement.reports.audit import Auditor, Read
 from fhir_engagement.reports.labels import PATTERNS, display
 from fhir_engagement.store.base import Access, ChildRecord, ChildSignal, Store
 
@@ -55,12 +55,13 @@ class Chronology:
     flags: tuple[Resource, ...]
     resources: tuple[tuple[str, Resource], ...]
     access: Access
+    audit_event: Resource  # the read as an AuditEvent, for the FHIR server
 
 
 def open_chronology(
-    store: Store, nhs_number: str, systems: CodeSystems, who: str, detail: str = ""
+    store: Store, nhs_number: str, systems: CodeSystems, auditor: Auditor, detail: str = ""
 ) -> Chronology:
-    """Find the child by NHS number, record the access, then build the chronology.
+    """Find the child by NHS number, record the access (as the auditor's person), then build.
 
     Raises:
         ReportError: not a valid NHS number, or no child with it in the store. The message
@@ -70,8 +71,8 @@ def open_chronology(
     child = store.child_of(f"nhs:{number}")
     if child is None:
         raise ReportError("no child with this NHS number is known to the store")
-    access = record_access(store, "chronology", child.key, who, detail)
-    return _build(store, child, number, systems, access)
+    read = auditor.chronology(store, child.key, number, detail)
+    return _build(store, child, number, systems, read)
 
 
 def _nhs_number(text: str) -> str:
@@ -83,7 +84,7 @@ def _nhs_number(text: str) -> str:
 
 
 def _build(
-    store: Store, child: ChildRecord, number: str, systems: CodeSystems, access: Access
+    store: Store, child: ChildRecord, number: str, systems: CodeSystems, read: Read
 ) -> Chronology:
     signals = [s for s in store.child_signals(child.key) if s.band != "adult"]
     resources = [(full_url(r.id), orjson.loads(r.resource))
@@ -95,7 +96,7 @@ def _build(
     # Stable: at one time, each event then what it caused, Tasks in the order they were decided.
     entries.sort(key=lambda e: (e.at, e.about, _ORDER[e.kind]))
     return Chronology(number, child.birth_date, tuple(entries), tuple(flags.values()),
-                      tuple(resources), access)
+                      tuple(resources), read.access, read.event)
 
 
 def _resource_time(resource: Resource) -> datetime:

@@ -114,7 +114,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 
 -- Reports: every read of one child's chronology (identifiable data), for the data protection
--- officer. `subject` is a keyed hash of the child (HMAC with meta 'audit_key'), never the NHS number.
+-- officer. `subject` is a keyed hash of the child (HMAC with the audit key, kept outside the store:
+-- store/auditkey.py), never the NHS number.
 CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   at TEXT NOT NULL,

@@ -13,7 +13,6 @@ import bisect
 import contextlib
 import fcntl
 import os
-import secrets
 import sqlite3
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
@@ -626,17 +625,18 @@ class SqliteStore:
                           f"WHERE child IN ({_marks(names)}) ORDER BY seq", names).fetchall()
         return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
 
-    def audit_key(self) -> bytes:
-        """This store's secret for hashing audited children; made on first use, kept in meta.
+    def legacy_audit_key(self) -> bytes | None:
+        """The audit key an earlier version kept in ``meta`` (None: none, or moved out).
 
-        Keyed, because a plain hash of an NHS number is reversed by trying every number."""
+        The key now lives outside the store (store/auditkey.py): a copy of the database must not
+        carry the secret that makes its audit hashes unguessable."""
         self._flush()
         row = self._exec("SELECT value FROM meta WHERE key = 'audit_key'").fetchone()
-        if row:
-            return bytes.fromhex(row[0])
-        key = secrets.token_bytes(32)
-        self._exec("INSERT INTO meta (key, value) VALUES ('audit_key', ?)", (key.hex(),))
-        return key
+        return bytes.fromhex(row[0]) if row else None
+
+    def forget_legacy_audit_key(self) -> None:
+        """Durable at the next ``commit``, once the key is safe in its new place."""
+        self._exec("DELETE FROM meta WHERE key = 'audit_key'")
 
     def record_access(self, access: Access) -> None:
         """Durable at the next ``commit``: the caller commits before it shows anything."""
