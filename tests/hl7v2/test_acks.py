@@ -225,10 +225,12 @@ def test_each_refusal_carries_the_table_0357_code_for_what_was_wrong(
     assert code in CONDITIONS
 
 
-def test_the_inbox_answers_with_the_code_and_ar_with_207(engine: Engine, store: SqliteStore) -> None:
+async def test_the_inbox_answers_with_the_code_and_ar_with_207(
+    engine: Engine, store: SqliteStore
+) -> None:
     inbox = V2Inbox(Pipeline(engine, store, store.start_run("acks")))
     no_pid = siu("S26", "n1", "A1", "20260302100000", nhs_number(9)).replace(b"\rPID", b"\rZZZ")
-    ack, fresh = inbox.accept(no_pid, "mllp")
+    ack, fresh = await inbox.accept(no_pid, "mllp")
     assert not fresh
     assert ack.split(b"\r")[2] == (b"ERR||PID^1|100^Segment sequence error^HL70357|E||||"
                                    b"no PID segment: the message names no patient")
