@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -43,6 +44,7 @@ from fhir_engagement.store.base import Store
 __all__ = ["MLLP_SERVER", "PIPELINE", "build_app", "open_exposure"]
 
 _LOOPBACK = ("127.", "::1", "localhost")
+_BATCH = 100  # items an inbox worker takes per pass (between passes, the listeners get in)
 
 
 def build_app(settings: Settings, engine: Engine, store: Store) -> web.Application:
@@ -91,7 +93,7 @@ async def _mllp(app: web.Application) -> AsyncIterator[None]:
     server = await start_mllp_server(handle, inbox.refuse_oversize, settings.mllp_host,
                                      settings.mllp_port or 0, limits)
     app[MLLP_SERVER] = server
-    app[SUPERVISOR].start("v2-inbox", lambda: _worker(inbox.drain, wake))
+    app[SUPERVISOR].start("v2-inbox", lambda: _worker(partial(inbox.drain, _BATCH), wake))
     yield
     await server.close()
     await app[SUPERVISOR].stop("v2-inbox")
@@ -106,10 +108,11 @@ async def _worker(drain: Callable[[], Awaitable[int]], wake: asyncio.Event,
     wake.set()
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), idle)
+            async with asyncio.timeout(idle):  # no task per wait: this loop turns per message
+                await wake.wait()
         wake.clear()
-        if await drain():
-            wake.set()  # there may be more: look again (drain yields between items)
+        if await drain() >= _BATCH:
+            wake.set()  # a full batch: there may be more (a short one emptied the queue)
 
 
 async def _until_empty(drain: Callable[[], Awaitable[int]]) -> None:
@@ -127,7 +130,7 @@ async def _fhir(app: web.Application) -> AsyncIterator[None]:
             app[CLIENT] = client
         inbox = app[FHIR_INBOX] = FhirInbox(app[PIPELINE], client, settings.inbox_max_attempts)
         outbox = Outbox(app[STORE], client) if client is not None else None
-        supervisor.start("fhir-inbox", lambda: _worker(inbox.drain, app[WAKE]))
+        supervisor.start("fhir-inbox", lambda: _worker(partial(inbox.drain, _BATCH), app[WAKE]))
         if outbox is not None:
             supervisor.start("outbox", lambda: outbox.run(asyncio.Event()))
         yield
