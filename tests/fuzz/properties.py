@@ -25,9 +25,10 @@ import orjson
 
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import FramingError, InputError
+from fhir_engagement.ingest.ack import build_ack
 from fhir_engagement.ingest.fhir import Reader
 from fhir_engagement.ingest.fhirtime import MAX_YEAR, MIN_YEAR, latest_date
-from fhir_engagement.ingest.hl7v2 import build_ack, read_v2
+from fhir_engagement.ingest.hl7v2 import read_v2
 from fhir_engagement.ingest.mllp import END, START, next_frame
 from fhir_engagement.ingest.notifications import MAX_EVENT_NUMBER, classify
 from fhir_engagement.ingest.v2map import V2Mappings

@@ -31,7 +31,7 @@ from hl7apy.parser import parse_segments
 
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import MessageError
-from fhir_engagement.ingest.hl7v2 import CONDITIONS, _check, build_ack, hl7apy_version
+from fhir_engagement.ingest.ack import CONDITIONS, _check, build_ack, hl7apy_version
 from fhir_engagement.ingest.records import Kind, RawItem, Readers
 from fhir_engagement.ingest.v2parse import V2Message, parse_message, split_messages
 from fhir_engagement.live.v2_inbox import UNAVAILABLE, V2Inbox
@@ -250,7 +250,7 @@ def test_the_runtime_hl7apy_check_reports_an_ack_its_version_does_not_allow(
 ) -> None:
     """v2.2 had no HD type: MSH-3..6 are one ST, so a v2.2 sender's HD components, echoed back,
     are a fault hl7apy finds (logged, the ACK still sent); a v2.4 sender's are not."""
-    with caplog.at_level(logging.WARNING, logger="fhir_engagement.ingest.hl7v2"):
+    with caplog.at_level(logging.WARNING, logger="fhir_engagement.ingest.ack"):
         build_ack(parse_message(HD_MESSAGE.format(version="2.4").encode()), "AE", "x", "PID", 100)
         assert not caplog.records
         ack = build_ack(parse_message(HD_MESSAGE.format(version="2.2").encode()), "AE", "x", "PID")

@@ -7,7 +7,7 @@ committed. The MLLP server (ingest/mllp.py) only frames; this module decides the
 from __future__ import annotations
 
 from fhir_engagement.errors import InputError, MessageError, StoreError, UnreadableError
-from fhir_engagement.ingest.hl7v2 import INTERNAL_ERROR, build_ack
+from fhir_engagement.ingest.ack import INTERNAL_ERROR, build_ack
 from fhir_engagement.ingest.records import Kind, RawItem, Read
 from fhir_engagement.ingest.v2parse import V2Message, parse_message
 from fhir_engagement.live.workers import drain_items, off_loop_if_large
