@@ -312,19 +312,24 @@ class _ResourceReader:
             raise self.fail("subject", "a status Flag/Condition must name its patient")
         if self.rtype == "Flag":
             period = self.obj(self.res, "period", "")
-            start = self._optional_time(period, "start", "period.")
-            end = self._optional_time(period, "end", "period.")
+            start, end = self._bound(period, "start", "period."), self._bound(period, "end", "period.")
             active = self.text(self.res, "status", "") == "active"
         else:
-            start = self._optional_time(self.res, "onsetDateTime", "") or self._optional_time(
-                self.obj(self.res, "onsetPeriod", ""), "start", "onsetPeriod.") or self._optional_time(
+            start = self._bound(self.res, "onsetDateTime", "") or self._bound(
+                self.obj(self.res, "onsetPeriod", ""), "start", "onsetPeriod.") or self._bound(
                 self.res, "recordedDate", "")
-            end = self._optional_time(self.res, "abatementDateTime", "") or self._optional_time(
+            end = self._bound(self.res, "abatementDateTime", "") or self._bound(
                 self.obj(self.res, "abatementPeriod", ""), "end", "abatementPeriod.")
             clinical = self.concept(self.res.get("clinicalStatus"), "clinicalStatus")
             active = not clinical or any(c.endswith(("|active", "|recurrence", "|relapse"))
                                          for c in clinical)
         return StatusFact(self.key or self.origin, patient, codes, start, end, active)
+
+    def _bound(self, obj: Json, name: str, path: str) -> datetime | None:
+        """A status period's bound. A placeholder year (0001, 9999-12-31 for "no end") is an open
+        bound, not a refusal: refusing the Flag would drop a child's protection status."""
+        raw = self.text(obj, name, path)
+        return parse_datetime(raw) if raw else None
 
     def _optional_time(self, obj: Json, name: str, path: str) -> datetime | None:
         """An optional time: unreadable text is no time, a year out of range refuses the record."""

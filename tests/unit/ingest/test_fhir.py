@@ -9,7 +9,7 @@ import pytest
 from fhir_engagement.errors import RecordError
 from fhir_engagement.ingest.fhir import Reader
 from fhir_engagement.ingest.references import NHS_NUMBER_SYSTEM, nhs_number_is_valid, reference_key
-from fhir_engagement.model import Event, PatientFacts
+from fhir_engagement.model import Event, PatientFacts, StatusFact
 
 ALIASES = {"urn:uuid:8c5e4a1e-0000-4000-8000-000000000001": "Patient/p9"}
 
@@ -110,3 +110,15 @@ def test_not_a_json_object_is_an_error() -> None:
     (error,) = Reader({}, frozenset()).read([1, 2], "list.json")
     assert isinstance(error, RecordError)
     assert "a list" in error.reason
+
+
+def test_a_status_period_with_a_placeholder_year_is_open_not_refused() -> None:
+    """A child-in-need Flag "until 9999-12-31" (a PAS's no-end) must still make the child CIN."""
+    flag = {"resourceType": "Flag", "id": "f1", "status": "active",
+            "code": {"coding": [{"system": "http://read.info/readv2", "code": "13IS"}]},
+            "subject": {"reference": "Patient/p1"},
+            "period": {"start": "0001-01-01", "end": "9999-12-31T00:00:00-01:00"}}
+    (fact,) = Reader({}, frozenset({"http://read.info/readv2|13IS"})).read(flag, "f.json")
+    assert isinstance(fact, StatusFact)
+    assert (fact.start, fact.end, fact.active) == (None, None, True)
+
