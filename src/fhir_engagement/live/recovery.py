@@ -23,8 +23,9 @@ CHANNEL = "recovery"
 _MAX_EVENT_NUMBER = 2**53
 # A wider gap is not asked of $events event by event: one _lastUpdated search covers it.
 _MAX_EVENTS_ASKED = 1000
-# What a _lastUpdated catch-up searches for: everything that raises or retracts a signal.
-_SEARCHES = (("Appointment", "noshow,cancelled,fulfilled"),
+# What a _lastUpdated catch-up searches for: everything that raises or retracts a signal (a
+# no-show corrected to arrived or checked-in, or keyed in error, retracts it).
+_SEARCHES = (("Appointment", "noshow,cancelled,fulfilled,arrived,checked-in,entered-in-error"),
              ("Encounter", "finished,in-progress,entered-in-error"))
 
 

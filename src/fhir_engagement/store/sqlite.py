@@ -408,17 +408,22 @@ class SqliteStore:
             (batch,)).fetchall()
         return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
 
+    # A batch may still be in the write buffer (queued since the last commit): each update of
+    # one goes through _delivery_update, which flushes first, so it never silently changes nothing.
     def delivery_done(self, batch: str) -> None:
-        self._exec("UPDATE deliveries SET state = 'done', attempts = attempts + 1, "
-                   "last_error = '' WHERE batch = ?", (batch,))
+        self._delivery_update("state = 'done', attempts = attempts + 1, last_error = ''", batch)
 
     def delivery_retry(self, batch: str, at: datetime, error: str) -> None:
-        self._exec("UPDATE deliveries SET attempts = attempts + 1, next_attempt = ?, "
-                   "last_error = ? WHERE batch = ?", (to_text(at), error, batch))
+        self._delivery_update("attempts = attempts + 1, next_attempt = ?, last_error = ?", batch,
+                              to_text(at), error)
 
     def delivery_dead(self, batch: str, error: str) -> None:
-        self._exec("UPDATE deliveries SET state = 'dead', attempts = attempts + 1, "
-                   "last_error = ? WHERE batch = ?", (error, batch))
+        self._delivery_update("state = 'dead', attempts = attempts + 1, last_error = ?", batch,
+                              error)
+
+    def _delivery_update(self, assignments: str, batch: str, *values: object) -> None:
+        self._flush()
+        self._exec(f"UPDATE deliveries SET {assignments} WHERE batch = ?", (*values, batch))
 
     def delivery_counts(self) -> dict[str, int]:
         self._flush()
@@ -525,6 +530,7 @@ class SqliteStore:
 
     def delivery_again(self, batch: str) -> bool:
         """A dead batch back to pending (after a person fixed the cause)."""
+        self._flush()
         cur = self._exec("UPDATE deliveries SET state = 'pending', next_attempt = '' "
                          "WHERE batch = ? AND state = 'dead'", (batch,))
         return cur.rowcount == 1

@@ -253,3 +253,18 @@ def test_rollback_forgets_the_writes_since_the_last_commit(db: SqliteStore) -> N
     assert db.child_of("Patient/kept") is not None
     assert db.child_of("Patient/half") is None
     assert db.dead_letters() == []
+
+
+def test_a_delivery_still_in_the_write_buffer_is_updated_not_silently_missed(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(str(tmp_path / "d.sqlite3"))
+    try:
+        store.enqueue_delivery("b1", "child", [])  # buffered: not flushed to the table yet
+        store.delivery_dead("b1", "refused")
+        assert store.delivery_counts() == {"dead": 1}
+        assert store.delivery_again("b1")
+        store.delivery_done("b1")
+        assert store.delivery_counts() == {"done": 1}
+    finally:
+        store.close()
