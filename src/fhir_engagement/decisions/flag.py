@@ -17,7 +17,8 @@ from fhir_engagement.decisions.codesystems import CONCERN, CodeSystems
 from fhir_engagement.decisions.ids import DEVICE_SYSTEM, FLAG_SYSTEM
 from fhir_engagement.model import FlagChange
 
-__all__ = ["FlagState", "flag_resource", "flag_state", "merge_flag", "never_lower"]
+__all__ = ["PRIORITY_EXTENSION", "PRIORITY_SYSTEM", "FlagState", "flag_resource", "flag_state",
+           "merge_flag", "never_lower"]
 
 # Higher later in the tuple. A later, higher stage updates the Flag; a lower one leaves it.
 _STAGES = ("disengagement-single", "disengagement-intermittent", "left-against-advice",
@@ -25,6 +26,12 @@ _STAGES = ("disengagement-single", "disengagement-intermittent", "left-against-a
 _PRIORITIES = ("PL", "PM", "PH")
 _PRIORITY_DISPLAY = {"PL": "Low priority", "PM": "Medium priority", "PH": "High priority"}
 _MAX_EVIDENCE = 50
+PRIORITY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/flag-priority"
+# The extension's bound code system (codes.md). Versions before issue 12 wrote the terminology.hl7.org
+# form; a Flag they stored is still read, and a coding with no system is read as the bound one.
+PRIORITY_SYSTEM = "http://hl7.org/fhir/flag-priority-code"
+_PRIORITY_SYSTEMS_READ = (PRIORITY_SYSTEM, "http://terminology.hl7.org/CodeSystem/flag-priority-code",
+                          None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +83,9 @@ def flag_resource(
     return {
         "resourceType": "Flag",
         "extension": [
-            {"url": "http://hl7.org/fhir/StructureDefinition/flag-priority",
+            {"url": PRIORITY_EXTENSION,
              "valueCodeableConcept": {"coding": [{
-                 "system": "http://terminology.hl7.org/CodeSystem/flag-priority-code",
+                 "system": PRIORITY_SYSTEM,
                  "code": state.priority, "display": _PRIORITY_DISPLAY[state.priority]}]}},
             *details,
         ],
@@ -133,15 +140,20 @@ def _code(flag: Mapping[str, Any]) -> str:
 
 
 def _priority(flag: Mapping[str, Any]) -> str:
+    """The Flag's priority code, read under the current or the pre-issue-12 system (PL if none)."""
     for ext in flag.get("extension", []):
-        if ext.get("url", "").endswith("/flag-priority"):
-            return str(ext["valueCodeableConcept"]["coding"][0]["code"])
+        if ext.get("url") != PRIORITY_EXTENSION:
+            continue
+        for coding in ext.get("valueCodeableConcept", {}).get("coding", []):
+            if coding.get("system") in _PRIORITY_SYSTEMS_READ and coding.get("code"):
+                return str(coding["code"])
     return "PL"
 
 
 def _with_priority(ext: dict[str, Any], priority: str) -> dict[str, Any]:
-    if not ext.get("url", "").endswith("/flag-priority"):
+    """Our priority extension carrying ``priority``, always written in the current system."""
+    if ext.get("url") != PRIORITY_EXTENSION:
         return ext
-    coding = {**ext["valueCodeableConcept"]["coding"][0], "code": priority,
+    coding = {"system": PRIORITY_SYSTEM, "code": priority,
               "display": _PRIORITY_DISPLAY.get(priority, priority)}
     return {**ext, "valueCodeableConcept": {"coding": [coding]}}

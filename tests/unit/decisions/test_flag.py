@@ -192,3 +192,51 @@ def test_never_lower_ranks_a_code_it_does_not_know_lowest() -> None:
     assert merged["code"]["coding"][0]["code"] == "disengagement-single"
     assert merged["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "PL"
     assert merged["period"] == {"start": "2026-02-01T10:00:00+00:00"}
+
+
+def test_the_priority_is_written_in_the_flag_priority_code_system(systems: CodeSystems) -> None:
+    """codes.md: the flag-priority extension binds http://hl7.org/fhir/flag-priority-code."""
+    resource = flag_resource("fe-flag-4", state("disengagement-single", "PL"),
+                             {"reference": "Patient/p1"}, systems)
+    coding = resource["extension"][0]["valueCodeableConcept"]["coding"]  # type: ignore[index]
+    assert coding == [{"system": "http://hl7.org/fhir/flag-priority-code", "code": "PL",
+                       "display": "Low priority"}]
+    assert "terminology.hl7.org/CodeSystem/flag-priority" not in orjson.dumps(resource).decode()
+
+
+OLD_PRIORITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/flag-priority-code"
+
+
+def test_flag_state_reads_a_flag_an_older_version_stored(systems: CodeSystems) -> None:
+    """A Flag stored before issue 12 carries the old priority system: its priority still counts."""
+    from fhir_engagement.decisions.flag import flag_state
+
+    written = state("disengagement-repeat", "PH", T1)
+    resource = orjson.loads(orjson.dumps(
+        flag_resource("fe-flag-5", written, {"reference": "Patient/p1"}, systems)))
+    resource["extension"][0]["valueCodeableConcept"]["coding"][0]["system"] = OLD_PRIORITY_SYSTEM
+    assert flag_state(resource) == written
+
+
+def test_a_priority_in_another_system_is_not_read(systems: CodeSystems) -> None:
+    """Codings are compared on system and code: PH in some local system is not our PH."""
+    from fhir_engagement.decisions.flag import flag_state
+
+    resource = orjson.loads(orjson.dumps(flag_resource(
+        "fe-flag-6", state("disengagement-repeat", "PH", T1), {"reference": "Patient/p1"},
+        systems)))
+    resource["extension"][0]["valueCodeableConcept"]["coding"][0]["system"] = "urn:local:prio"
+    assert flag_state(resource).priority == "PL"
+
+
+def test_never_lower_reads_the_old_system_and_writes_the_new() -> None:
+    from fhir_engagement.decisions.flag import never_lower
+
+    ours = _flag("disengagement-single", "PL", "2026-02-01T10:00:00+00:00")
+    theirs = _flag("disengagement-single", "PH", "2026-01-01T10:00:00+00:00", "server-1")
+    theirs["extension"][0]["valueCodeableConcept"]["coding"][0]["system"] = (  # type: ignore[index]
+        OLD_PRIORITY_SYSTEM)
+    merged = never_lower(ours, theirs)
+    assert merged["extension"][0]["valueCodeableConcept"]["coding"] == [
+        {"system": "http://hl7.org/fhir/flag-priority-code", "code": "PH",
+         "display": "High priority"}]
