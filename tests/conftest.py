@@ -43,6 +43,16 @@ REALDATA_CONTENTS = {
 }
 _NOTES = pytest.StashKey[list[str]]()
 
+# The clock's part of an output: the decision time (Task.authoredOn, Provenance.recorded) and any
+# server-side meta. Everything else a replay writes is a function of its input alone.
+DECISION_TIMES = {"Task": ("authoredOn",), "Provenance": ("recorded",)}
+
+
+def without_decision_times(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` less what the clock decides, for byte-for-byte comparison of two replays."""
+    drop = {"meta", *DECISION_TIMES.get(resource.get("resourceType", ""), ())}
+    return {k: v for k, v in resource.items() if k not in drop}
+
 
 @functools.cache
 def realdata_problem() -> str | None:

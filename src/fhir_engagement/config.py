@@ -85,7 +85,9 @@ class Settings(BaseModel):
     auth_alg: str = "RS384"
     # topic-based (backport) subscriptions to make, where the server offers these topics
     topics: tuple[str, ...] = ()
-    heartbeat_timeout: float = 900.0  # seconds of silence before a subscription is "overdue"
+    # the heartbeat a topic-based subscription asks the server for, in seconds; a subscription
+    # silent for 3 periods (fhirserver/subscribe.py OVERDUE_PERIODS) is "overdue"
+    heartbeat_period: int = Field(default=300, gt=0)
     shutdown_grace: float = 20.0  # seconds serve may take to finish acknowledged work on stop
     # the inbox workers: an item that failed this many times is quarantined (a dead letter), so
     # the queue always moves; /readyz says "not ready" while the oldest item waits longer

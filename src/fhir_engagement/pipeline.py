@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -96,8 +96,13 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
 class Pipeline:
     """Applies the guidance to records, writing outputs to the store's outbox for one run."""
 
-    def __init__(self, engine: Engine, store: Store, run: int) -> None:
+    def __init__(
+        self, engine: Engine, store: Store, run: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        """``clock`` gives the decision time (Task.authoredOn, Provenance.recorded); tests fix it."""
         self.engine, self.store, self.run = engine, store, run
+        self._clock = clock
         self.stats: Counter[str] = Counter()
         self._tz = ZoneInfo(engine.rules.timezone)
         self._validator = OutputValidator()
@@ -289,6 +294,7 @@ class Pipeline:
         subject = reference_for(self._subject_key(event, child))
         kind = "over-engagement" if decision.situation == "over-engagement" else "engagement"
         flag_url, flag_changed = self._flag(decision, event, child, kind, subject)
+        decided = self._clock()  # one decision time for all it writes
         written: list[str] = []
         for action in decision.actions:
             tid = task_id(child, event.key, action.code, decision.situation)
@@ -296,7 +302,7 @@ class Pipeline:
                 continue
             task = task_resource(tid, action, decision, event, subject, flag_url,
                                  self._owner(action, event), self.engine.systems,
-                                 self._barriers(event))
+                                 decided, self._barriers(event))
             self._put(tid, "Task", child, task)
             self.stats[f"task {action.code}"] += 1
             written.append(tid)
@@ -305,7 +311,8 @@ class Pipeline:
             # write carries Provenance, even an unchanged Flag written again beside new Tasks.
             targets = ([flag_url] if flag_url else []) + [full_url(t) for t in written]
             pid = provenance_id(child, event.key, signal, decision.rule_id)
-            prov = provenance_resource(pid, targets, decision, event, self.engine.mappings.digest)
+            prov = provenance_resource(pid, targets, decision, event, self.engine.mappings.digest,
+                                       decided)
             self._put(pid, "Provenance", child, prov)
             # One delivery per decision: the Tasks reference the Flag, so it always goes along.
             ids = [*written, pid] + ([flag_id(child, kind)] if flag_url else [])

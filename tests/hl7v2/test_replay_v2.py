@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
@@ -67,12 +69,20 @@ def test_a03_against_advice_then_a13_retracts(tmp_path: Path, engine: Engine,
 
 def test_nhs_discharge_method_and_local_codes_per_facility(tmp_path: Path, engine: Engine,
                                                            store: SqliteStore) -> None:
+    """Bare digits 2/6/7 mean the NHS discharge method only where a facility's table says so
+    (NUBC 02 is a transfer, table 0112 06 home health); table 0112 '07' holds everywhere."""
     result = _replay(tmp_path, engine, store,
                      adt("A03", "d1", "V1", "20260304150000", NHS, disposition="6"),
                      adt("A03", "d2", "V2", "20260305150000", nhs_number(77), disposition="7",
                          facility="RAJ12"),
-                     adt("A03", "d3", "V3", "20260306150000", nhs_number(78), disposition="Home"))
-    assert result.stats["signal left-against-advice"] == 2
+                     adt("A03", "d3", "V3", "20260306150000", nhs_number(78), disposition="Home"),
+                     adt("A03", "d4", "V4", "20260307150000", nhs_number(79), disposition="2"),
+                     adt("A03", "d5", "V5", "20260308150000", nhs_number(80), disposition="2",
+                         facility="RAJ12"),
+                     adt("A03", "d6", "V6", "20260309150000", nhs_number(81), disposition="6",
+                         facility="RAJ12"),
+                     adt("A03", "d7", "V7", "20260310150000", nhs_number(82), disposition="07"))
+    assert result.stats["signal left-against-advice"] == 4  # d2, d5, d6 (RAJ12) and d7 (07)
 
 
 def test_a04_emergency_is_an_unscheduled_attendance(tmp_path: Path, engine: Engine,
@@ -123,3 +133,14 @@ def test_realdata_v2_replays_and_the_barts_child_copy_escalates(
     assert _tasks(result) == [("inform-gp", "routine"), ("inform-health-visitor", "routine"),
                               ("review-impact", "routine"), ("review-impact", "urgent"),
                               ("send-wnb-letter", "routine")]
+
+
+@pytest.mark.parametrize("patient_class", ["B", "R"])
+def test_obstetric_and_recurring_patient_classes_are_not_ambulatory(
+    tmp_path: Path, engine: Engine, store: SqliteStore, patient_class: str
+) -> None:
+    """PV1-2 B/R are not AMB: a finished one is not a planned attendance (nor an emergency)."""
+    result = _replay(tmp_path, engine, store,
+                     adt("A03", "c1", "VC1", "20260304150000", NHS, patient_class=patient_class))
+    assert result.stats.get("signal attended", 0) == 0
+    assert result.stats.get("signal unscheduled-attendance", 0) == 0

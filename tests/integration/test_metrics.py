@@ -104,3 +104,41 @@ async def test_two_apps_in_one_process_keep_their_own_counts(
     text = await _scrape(http, url)
     other_store.close()
     assert 'fhir_engagement_events_total{kind="deletions seen"} 1.0' in text
+
+
+@pytest.mark.parametrize(("silent_periods", "overdue"), [(2.9, 0), (3.1, 1)])
+async def test_a_subscription_is_overdue_after_three_heartbeat_periods(
+    engine: Engine, tmp_path: Path, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+    silent_periods: float, overdue: int,
+) -> None:
+    """The alarm is keyed to the heartbeat the subscriptions ask for (heartbeat_period)."""
+    from datetime import UTC, datetime, timedelta
+
+    from fhir_engagement.live import metrics as metrics_module
+
+    settings = Settings(mappings_dir=MAPPINGS, store=str(tmp_path / "s.sqlite3"),
+                        notify_token=SECRET, heartbeat_period=60)
+    store = SqliteStore(settings.store)
+    store.subscription_seen("https://fhir.example/Subscription/hb", "heartbeat", None)
+    store.commit()
+    later = datetime.now(UTC) + timedelta(seconds=60 * silent_periods)
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return later
+
+    monkeypatch.setattr(metrics_module, "datetime", Later)
+    app = build_app(settings, engine, store)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        text = await _scrape(http, f"http://127.0.0.1:{port}")
+    finally:
+        await runner.cleanup()
+        store.close()
+    assert ('fhir_engagement_subscription_heartbeat_overdue{subscription='
+            f'"https://fhir.example/Subscription/hb"}} {overdue}') in text

@@ -23,7 +23,7 @@ import pytest
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay, write_bundle
 from fhir_engagement.store.sqlite import SqliteStore
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, without_decision_times
 
 RANDOM_KILLS = 4  # attempts killed after a random delay
 CLAIM_KILLS = 2  # attempts killed as soon as their Bundle is claimed (committed, not yet written)
@@ -68,10 +68,11 @@ def _kill_when_claimed(store: Path, out: Path) -> None:
 
 
 def _entries(outs: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """Every entry written, less its decision time: the rerun decides later than the reference."""
     found = []
     for out in outs:
         if out.exists():
-            found += [(e["fullUrl"], e["resource"])
+            found += [(e["fullUrl"], without_decision_times(e["resource"]))
                       for e in json.loads(out.read_text())["entry"]]
     return found
 

@@ -67,11 +67,11 @@ async def test_each_subscription_has_its_own_secret_and_never_the_notify_token(
 ) -> None:
     endpoint = f"{listener.url}/notify"
     report = await subscribe(listener.settings, endpoint, listener.store)
-    assert report.created == 4
+    assert report.created == 2  # one per resource type that can retract
     subs = await _ours(http, fhir_server.base_url, endpoint)
-    assert len(subs) == 4
+    assert len(subs) == 2
     secrets = [_secret(s) for s in subs]
-    assert len(set(secrets)) == 4
+    assert len(set(secrets)) == 2
     assert all(TOKEN not in json.dumps(s) for s in subs)
     for sub, secret in zip(subs, secrets, strict=True):
         assert secret.startswith(f"fes.{sub['id']}.1.")
@@ -81,7 +81,7 @@ async def test_each_subscription_has_its_own_secret_and_never_the_notify_token(
     unknown = secrets[0].replace(subs[0]["id"], "someone-elses", 1)
     assert await _push(http, listener.url, unknown) == 401
     again = await subscribe(listener.settings, endpoint, listener.store)
-    assert (again.created, again.unchanged) == (0, 4)  # stable: same secret, nothing rewritten
+    assert (again.created, again.unchanged) == (0, 2)  # stable: same secret, nothing rewritten
 
 
 async def test_rotate_replaces_the_secret_and_the_old_one_lasts_only_the_grace(
@@ -91,7 +91,7 @@ async def test_rotate_replaces_the_secret_and_the_old_one_lasts_only_the_grace(
     await subscribe(listener.settings, endpoint, listener.store)
     old = {s["id"]: _secret(s) for s in await _ours(http, fhir_server.base_url, endpoint)}
     report = await subscribe(listener.settings, endpoint, listener.store, rotate=True)
-    assert report.rotated == 4
+    assert report.rotated == 2
     new = {s["id"]: _secret(s) for s in await _ours(http, fhir_server.base_url, endpoint)}
     assert new.keys() == old.keys()
     for sub_id, secret in new.items():

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import random
 import shutil
+import time
 import tomllib
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, without_decision_times
 
 LONDON = ZoneInfo("Europe/London")
 CASES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "expected.toml").exists())
@@ -86,7 +88,7 @@ def test_the_practitioner_who_expected_the_child_owns_review_impact(
 
 def test_practice_example_ends_in_a_neglect_referral(engine: Engine, store: SqliteStore) -> None:
     bundle = _run([SCENARIOS / "08-practice-example-looked-after-camhs"], engine, store)
-    tasks = sorted(_tasks(bundle), key=lambda t: (t["authoredOn"], t["priority"]))
+    tasks = _tasks(bundle)
     last_event = max(_task_key(t)[0] for t in tasks)
     assert "neglect-referral" in {t["code"]["coding"][0]["code"] for t in tasks
                                   if _task_key(t)[0] == last_event}
@@ -155,6 +157,7 @@ def test_file_order_does_not_change_the_outputs(
 
 
 def test_outputs_are_deterministic_byte_for_byte(engine: Engine, tmp_path: Path) -> None:
+    """Two replays agree on everything but the decision times (and meta), which differ."""
     bundles = []
     for name in ("a", "b"):
         s = SqliteStore(str(tmp_path / f"{name}.sqlite3"))
@@ -162,7 +165,29 @@ def test_outputs_are_deterministic_byte_for_byte(engine: Engine, tmp_path: Path)
             bundles.append(_run([SCENARIOS], engine, s))
         finally:
             s.close()
-    assert bundles[0] == bundles[1]
+        time.sleep(0.002)  # a later clock for the second run
+    stable = [[(e["fullUrl"], orjson.dumps(without_decision_times(e["resource"])))
+               for e in b["entry"]] for b in bundles]
+    assert stable[0] == stable[1]
+    recorded = [{e["resource"].get("recorded") for e in b["entry"]} - {None} for b in bundles]
+    assert recorded[0].isdisjoint(recorded[1])  # the clock did reach them: it is not the event
+
+
+def test_each_write_says_when_the_event_was_and_when_it_was_decided(
+    engine: Engine, store: SqliteStore
+) -> None:
+    """Provenance.occurredDateTime is the event's time; recorded and Task.authoredOn, now."""
+    before = datetime.now(UTC)
+    bundle = _run([SCENARIOS / "05-repeat-wnb-no-status"], engine, store)
+    after = datetime.now(UTC)
+    resources = [e["resource"] for e in bundle["entry"]]
+    provs = [r for r in resources if r["resourceType"] == "Provenance"]
+    assert provs
+    for prov in provs:
+        assert before <= datetime.fromisoformat(prov["recorded"]) <= after
+        assert datetime.fromisoformat(prov["occurredDateTime"]) < before  # 2026 fixture events
+    for task in _tasks(bundle):
+        assert before <= datetime.fromisoformat(task["authoredOn"]) <= after
 
 
 def test_every_write_carries_provenance(engine: Engine, store: SqliteStore) -> None:

@@ -7,6 +7,7 @@ due in 2 working days, owned by the practitioner the appointment names, and no F
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -121,3 +122,16 @@ def test_a_store_error_goes_up_so_the_input_is_not_marked_done(
     with pytest.raises(StoreError, match="disk is full"):
         pipeline.process_guarded(event, b"{}")
     assert store.dead_letters() == []
+
+
+def test_the_decision_time_comes_from_the_pipeline_clock(engine: Engine, store: SqliteStore) -> None:
+    """Task.authoredOn and Provenance.recorded are when it decided; the event keeps its own time."""
+    decided = datetime(2026, 2, 20, 8, 30, tzinfo=UTC)  # nine days after the no-show
+    run = store.start_run("test")
+    _apply(Pipeline(engine, store, run, clock=lambda: decided), engine, _bundle(CHILD, _noshow()))
+    outputs = {r.kind: orjson.loads(r.resource) for r in store.run_outputs(run)}
+    assert outputs["Task"]["authoredOn"] == decided.isoformat()
+    assert outputs["Provenance"]["recorded"] == decided.isoformat()
+    assert outputs["Provenance"]["occurredDateTime"] == "2026-02-11T10:00:00+00:00"
+    # the due date still runs from the event, not from the decision
+    assert outputs["Task"]["restriction"]["period"]["end"] == "2026-02-13T23:59:59+00:00"

@@ -1,6 +1,12 @@
-"""Provenance for every decision: what triggered it, which rule, which rules version."""
+"""Provenance for every decision: what triggered it, which rule, which rules version, and when.
+
+``recorded`` is when the adapter made the decision (its clock, passed in: this module never reads
+one); ``occurredDateTime`` is when the triggering event happened.
+"""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from fhir_engagement.decisions.ids import DEVICE_SYSTEM
 from fhir_engagement.model import Decision, Event
@@ -11,15 +17,26 @@ POLICY_BASE = "https://fhir-engagement.org/fhir/rules"
 
 
 def provenance_resource(
-    identifier: str, targets: list[str], decision: Decision, event: Event, mappings_digest: str
+    identifier: str,
+    targets: list[str],
+    decision: Decision,
+    event: Event,
+    mappings_digest: str,
+    decided: datetime,
 ) -> dict[str, object]:
-    """Provenance targeting the decision's Flag and Tasks (by their fullUrls in the Bundle)."""
+    """Provenance targeting the decision's Flag and Tasks (by their fullUrls in the Bundle).
+
+    ``decided`` is the decision time the caller took from its clock; the event's own time goes
+    in ``occurredDateTime``, so a replay of old events still says when they happened.
+    """
     sources = dict.fromkeys((event.key, *decision.evidence))
+    occurred = {"occurredDateTime": event.occurred.isoformat()} if event.occurred else {}
     return {
         "resourceType": "Provenance",
         "id": identifier,
         "target": [{"reference": url} for url in targets],
-        "recorded": event.occurred.isoformat(),
+        **occurred,
+        "recorded": decided.isoformat(),
         "policy": [
             f"{POLICY_BASE}/{decision.rules_version}#{decision.rule_id}",
             f"{POLICY_BASE}/mappings/{mappings_digest}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fhir_engagement.decisions.codesystems import ACTION, SIGNAL, CodeSystems
 from fhir_engagement.decisions.ids import TASK_SYSTEM
 from fhir_engagement.model import Action, Decision, Event
@@ -32,9 +34,14 @@ def task_resource(
     flag_url: str | None,
     owner: OwnerRef,
     systems: CodeSystems,
+    decided: datetime,
     barriers: tuple[str, ...] = (),
 ) -> dict[str, object]:
-    """The FHIR R4 Task for one action of a decision."""
+    """The FHIR R4 Task for one action of a decision.
+
+    ``authoredOn`` is ``decided``, the decision time the caller took from its clock (this module
+    never reads one): when the Task was asked for, not when the event happened.
+    """
     display = systems.display(ACTION, action.code)
     reference, role_text = owner
     task: dict[str, object] = {
@@ -48,7 +55,7 @@ def task_resource(
         "description": _description(action, decision, event, systems),
         "focus": dict(event.focus) if event.focus else {"reference": event.key},
         "for": subject,
-        "authoredOn": event.occurred.isoformat(),
+        "authoredOn": decided.isoformat(),
         "restriction": {"period": {"end": action.due.isoformat()}},
         "note": [{"text": text} for text in _notes(action, decision, barriers)],
     }

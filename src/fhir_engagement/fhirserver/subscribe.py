@@ -1,12 +1,16 @@
 """Create or repair the Subscriptions the adapter needs on a FHIR server.
 
-Classic R4 rest-hook with the full resource as payload: no-show and cancelled Appointments,
-finished Encounters (R4 has no search parameter for the discharge disposition, so every finished
-Encounter is sent and filtered here). And, for each topic in the settings' ``topics`` that the
-server's CapabilityStatement offers, a topic-based one (Subscriptions backport IG, full-resource
-content). A Subscription the server put in ``error`` (its endpoint was down) is set back to
-``requested``; events from the outage are recovered by the listener's ``_lastUpdated`` search,
-not by the server.
+Classic R4 rest-hook with the full resource as payload, one Subscription per resource type, whose
+criteria name every status that raises a signal *or takes one back* (a no-show corrected to
+fulfilled, arrived, checked-in or entered-in-error must reach the adapter to be retracted; R4 has
+no search parameter for the discharge disposition, so every finished Encounter is sent and filtered
+here). And, for each topic in the settings' ``topics`` that the server's CapabilityStatement
+offers, a topic-based one (Subscriptions backport IG, full-resource content) asking for a heartbeat
+every ``heartbeat_period`` seconds; the metrics call a subscription overdue after
+``OVERDUE_PERIODS`` periods of silence. Subscriptions at our endpoint with criteria no longer
+wanted (the earlier one-per-status ones) are turned ``off``. A Subscription the server put in
+``error`` (its endpoint was down) is set back to ``requested``; events from the outage are
+recovered by the listener's ``_lastUpdated`` search, not by the server.
 
 Each Subscription carries its own secret in its rest-hook header, never the notify token: a
 header is readable by anyone who may read Subscriptions on the server. The secret is
@@ -33,11 +37,16 @@ from fhir_engagement.config import Settings
 from fhir_engagement.fhirserver.auth import token_source
 from fhir_engagement.fhirserver.client import FhirClient
 
-__all__ = ["CRITERIA", "SecretStore", "SubscribeReport", "secret_is_valid", "subscribe",
+__all__ = ["CRITERIA", "OVERDUE_PERIODS", "SecretStore", "SubscribeReport", "secret_is_valid", "subscribe",
            "subscription_secret"]
 
-CRITERIA = ("Appointment?status=noshow", "Appointment?status=cancelled",
-            "Appointment?status=fulfilled", "Encounter?status=finished")
+# Per resource type: the statuses that raise a signal and those that retract one
+# (mappings/fhir/*.toml [retract]); a comma in a FHIR search value is "or".
+CRITERIA = (
+    "Appointment?status=noshow,cancelled,fulfilled,arrived,checked-in,entered-in-error",
+    "Encounter?status=finished,cancelled,entered-in-error,in-progress,arrived,triaged,onleave",
+)
+OVERDUE_PERIODS = 3  # heartbeats missed before a subscription is an alarm
 _REASON = "fhir-engagement: child and family engagement (HSCP guidance)"
 _BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
 _PREFIX = "fes"
@@ -93,6 +102,7 @@ class SubscribeReport:
     repaired: int = 0
     unchanged: int = 0
     rotated: int = 0
+    retired: int = 0
     topics_not_offered: list[str] = field(default_factory=list)
 
 
@@ -110,7 +120,7 @@ async def subscribe(settings: Settings, endpoint: str, store: SecretStore,
         offered = await _offered_topics(client) if settings.topics else set()
         for topic in settings.topics:
             if topic in offered:
-                wanted.append(_topic_subscription(topic, endpoint))
+                wanted.append(_topic_subscription(topic, endpoint, settings.heartbeat_period))
             else:
                 report.topics_not_offered.append(topic)
         for subscription in wanted:
@@ -118,7 +128,17 @@ async def subscribe(settings: Settings, endpoint: str, store: SecretStore,
             subscription["id"] = current["id"] if current else _new_id(endpoint, subscription)
             _sign(subscription, settings, store, rotate and current is not None)
             await _ensure(client, subscription, current, report, rotate)
+        await _retire(client, ours, {s["criteria"] for s in wanted}, report)
     return report
+
+
+async def _retire(client: FhirClient, ours: dict[Any, dict[str, Any]], wanted: set[str],
+                  report: SubscribeReport) -> None:
+    """Turn off our Subscriptions whose criteria are no longer wanted, so nothing comes twice."""
+    for criteria, current in ours.items():
+        if criteria not in wanted and current.get("status") != "off" and "id" in current:
+            await client.update({**current, "status": "off"})
+            report.retired += 1
 
 
 def _new_id(endpoint: str, subscription: dict[str, Any]) -> str:
@@ -154,7 +174,8 @@ async def _ensure(client: FhirClient, wanted: dict[str, Any], current: dict[str,
         await client.update(wanted)  # update-as-create, with the id the secret names
         report.created += 1
     elif current.get("status") in ("error", "off") or \
-            current.get("channel", {}).get("header") != wanted["channel"].get("header"):
+            current.get("channel", {}).get("header") != wanted["channel"].get("header") or \
+            _heartbeat(current) != _heartbeat(wanted):
         await client.update({**wanted, "status": _kept_status(current)})
         if rotate:
             report.rotated += 1
@@ -177,10 +198,19 @@ async def _offered_topics(client: FhirClient) -> set[str]:
             for e in resource.get("extension", []) if "valueCanonical" in e}
 
 
-def _topic_subscription(topic: str, endpoint: str) -> dict[str, Any]:
-    """A backport IG (R4) topic-based Subscription, full-resource content."""
+def _heartbeat(subscription: dict[str, Any]) -> object:
+    """The heartbeat period a Subscription asks for (backport IG channel extension), if any."""
+    return next((e.get("valueUnsignedInt") for e in subscription.get("channel", {})
+                 .get("extension", []) if e.get("url") == f"{_BACKPORT}/backport-heartbeat-period"),
+                None)
+
+
+def _topic_subscription(topic: str, endpoint: str, heartbeat: int) -> dict[str, Any]:
+    """A backport IG (R4) topic-based Subscription, full-resource content, with a heartbeat."""
     subscription = _subscription(topic, endpoint)
     subscription["meta"] = {"profile": [f"{_BACKPORT}/backport-subscription"]}
+    subscription["channel"]["extension"] = [
+        {"url": f"{_BACKPORT}/backport-heartbeat-period", "valueUnsignedInt": heartbeat}]
     subscription["channel"]["_payload"] = {"extension": [  # type: ignore[index]
         {"url": f"{_BACKPORT}/backport-payload-content", "valueCode": "full-resource"}]}
     return subscription

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fhir_engagement.fhirserver.subscribe import OVERDUE_PERIODS
 from fhir_engagement.live.keys import CLIENT, PIPELINE, SETTINGS, STORE
 from fhir_engagement.observability import mask_identifiers
 
@@ -105,7 +106,7 @@ class LiveCollector(Collector):
             "fhir_engagement_subscription_heartbeat_overdue",
             "1 when a subscription has been silent longer than its heartbeat allows.",
             labels=["subscription"])
-        overdue_after = self.app[SETTINGS].heartbeat_timeout
+        overdue_after = OVERDUE_PERIODS * self.app[SETTINGS].heartbeat_period
         now = datetime.now(UTC)
         for sub, last, seen, kind in self.app[STORE].subscriptions():
             label = safe_label(sub)

@@ -31,6 +31,7 @@ __all__ = ["Chronology", "Entry", "chronology_bundle", "chronology_text", "open_
 Resource = dict[str, Any]
 _ORDER = {"event": 0, "flag": 1, "task": 2}  # at one time: the event, then what it caused
 # The outputs a chronology shows, and where each one's time is.
+# Provenance.recorded is the decision time; occurredDateTime (the event's) is used where present.
 _TIMES = {"Task": ("authoredOn",), "Provenance": ("recorded",), "Flag": ("period", "start")}
 
 
@@ -91,7 +92,9 @@ def _build(
                  for r in store.child_outputs(child.key) if r.kind in _TIMES]
     resources.sort(key=lambda item: _resource_time(item[1]))
     flags = {url: res for url, res in resources if res["resourceType"] == "Flag"}
-    entries = [*_events(signals, systems), *_tasks(resources, systems),
+    occurred = {t["reference"]: _resource_time(p) for _, p in resources
+                if p["resourceType"] == "Provenance" for t in p["target"]}
+    entries = [*_events(signals, systems), *_tasks(resources, systems, occurred),
                *_flag_changes(resources, flags)]
     # Stable: at one time, each event then what it caused, Tasks in the order they were decided.
     entries.sort(key=lambda e: (e.at, e.about, _ORDER[e.kind]))
@@ -100,6 +103,8 @@ def _build(
 
 
 def _resource_time(resource: Resource) -> datetime:
+    if resource["resourceType"] == "Provenance" and "occurredDateTime" in resource:
+        return datetime.fromisoformat(resource["occurredDateTime"])
     value: Any = resource
     for name in _TIMES[resource["resourceType"]]:
         value = value[name]
@@ -116,7 +121,10 @@ def _events(signals: Iterable[ChildSignal], systems: CodeSystems) -> Iterator[En
         yield Entry(s.occurred, "event", s.signal, s.event_key, text, s.event_key, s.retracted)
 
 
-def _tasks(resources: Iterable[tuple[str, Resource]], systems: CodeSystems) -> Iterator[Entry]:
+def _tasks(
+    resources: Iterable[tuple[str, Resource]], systems: CodeSystems, occurred: dict[str, datetime]
+) -> Iterator[Entry]:
+    """Each Task at its triggering event's time (authoredOn, the decision time, if unknown)."""
     for url, task in resources:
         if task["resourceType"] != "Task":
             continue
@@ -127,7 +135,8 @@ def _tasks(resources: Iterable[tuple[str, Resource]], systems: CodeSystems) -> I
             (task.get("performerType") or [{}])[0].get("text", "")
         text = f"Task: {display(systems, ACTION, code)} ({task['priority']}, due {due})"
         text += f" for {who}" if who else ""
-        yield Entry(datetime.fromisoformat(task["authoredOn"]), "task", code, url, text,
+        at = occurred.get(url) or datetime.fromisoformat(task["authoredOn"])
+        yield Entry(at, "task", code, url, text,
                     task["focus"]["reference"])
 
 
@@ -148,7 +157,7 @@ def _flag_changes(
             kind = "Over-engagement" if code == "over-engagement" else "Engagement"
             verb = "updated" if target in seen else "raised"
             seen.add(target)
-            yield Entry(datetime.fromisoformat(prov["recorded"]), "flag", code, target,
+            yield Entry(_resource_time(prov), "flag", code, target,
                         f"{kind} Flag {verb} (rule {rule})", about)
 
 

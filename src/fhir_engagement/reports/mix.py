@@ -8,8 +8,9 @@
 * **Flags**: the store keeps each Flag's current state only (the adapter updates a Flag in place
   and never lowers it), so a Flag counts once, at its current code, in the quarter it was first
   raised (``period.start``).
-* **Tasks**: every Task, by code, in the quarter of its triggering event (``authoredOn``);
-  the review asked for when an event is retracted counts too.
+* **Tasks**: every Task, by code, in the quarter of its triggering event (the ``occurredDateTime``
+  of the Provenance that wrote it; ``authoredOn`` is the decision time, used only for a Task stored
+  before Provenance carried the event time); the review asked for on a retraction counts too.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from fhir_engagement.decisions.codesystems import ACTION, CONCERN, CodeSystems
+from fhir_engagement.decisions.ids import full_url
 from fhir_engagement.reports.labels import PATTERNS, display
 from fhir_engagement.reports.period import Period, quarter_of
-from fhir_engagement.store.base import ReportQueries
+from fhir_engagement.store.base import OutputRow, ReportQueries
 
 __all__ = ["MixQuarter", "MixReport", "mix_csv", "mix_report", "mix_text"]
 
@@ -62,8 +64,10 @@ def mix_report(store: ReportQueries, tz: ZoneInfo, period: Period | None = None)
     children: defaultdict[str, defaultdict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for row in store.situation_rows(start, end):
         children[quarter_of(row.occurred, tz)][row.situation].add(row.child)
-    flags = _by_quarter(store, "Flag", lambda r: r["period"]["start"], period, tz)
-    tasks = _by_quarter(store, "Task", lambda r: r["authoredOn"], period, tz)
+    flags = _by_quarter(store, "Flag", lambda _, r: r["period"]["start"], period, tz)
+    occurred = event_times(store.outputs_of_kind("Provenance"))
+    tasks = _by_quarter(store, "Task", lambda i, r: occurred.get(full_url(i), r["authoredOn"]),
+                        period, tz)
     quarters = sorted(set(children) | set(flags) | set(tasks))
     return MixReport(tuple(
         MixQuarter(q, {s: len(c) for s, c in children[q].items()},
@@ -72,13 +76,29 @@ def mix_report(store: ReportQueries, tz: ZoneInfo, period: Period | None = None)
         for q in quarters), period)
 
 
+def event_times(provenances: list[OutputRow]) -> dict[str, str]:
+    """Each written resource's fullUrl -> the time of the event that first caused it.
+
+    Keyed by the fullUrl the Provenance targets (look it up by ``full_url(id)``); the first
+    Provenance to target a resource is the one that wrote it.
+    """
+    out: dict[str, str] = {}
+    for row in provenances:
+        prov = orjson.loads(row.resource)
+        if "occurredDateTime" in prov:
+            for target in prov["target"]:
+                out.setdefault(target["reference"], prov["occurredDateTime"])
+    return out
+
+
 def _by_quarter(
-    store: ReportQueries, kind: str, when: Callable[[dict[str, Any]], str], period: Period, tz: ZoneInfo
+    store: ReportQueries, kind: str, when: Callable[[str, dict[str, Any]], str], period: Period,
+    tz: ZoneInfo,
 ) -> dict[str, Counter[str]]:
     out: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for row in store.outputs_of_kind(kind):
         resource = orjson.loads(row.resource)
-        moment = datetime.fromisoformat(when(resource))
+        moment = datetime.fromisoformat(when(row.id, resource))
         if period.contains(moment, tz):
             out[quarter_of(moment, tz)][resource["code"]["coding"][0]["code"]] += 1
     return out

@@ -80,10 +80,10 @@ def outputs(rules: Rules) -> list[tuple[str, str, bytes]]:
     for action in decision.actions:
         tid = task_id(child, event.key, action.code)
         task = task_resource(tid, action, decision, event, subject, full_url(fid),
-                             (None, "Service"), systems)
+                             (None, "Service"), systems, at)
         rows.append((tid, "Task", orjson.dumps(task)))
     pid = provenance_id(child, event.key, "not-brought", decision.rule_id)
-    prov = provenance_resource(pid, [full_url(r[0]) for r in rows], decision, event, "abc")
+    prov = provenance_resource(pid, [full_url(r[0]) for r in rows], decision, event, "abc", at)
     return [*rows, (pid, "Provenance", orjson.dumps(prov))]
 
 

@@ -18,6 +18,7 @@ from fhir_engagement.model import Action, ChildStatus, Decision, Event, HistoryI
 
 AT = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
 SUBJECT = {"reference": "Patient/p1"}
+DECIDED = AT + timedelta(days=2, hours=3)  # a late feed: decided long after the event
 EVENT = Event(key="Appointment/a1", resource_type="Appointment", occurred=AT,
               patient="Patient/p1", subject=SUBJECT, slots={}, origin="test")
 
@@ -42,7 +43,7 @@ def _task(decision: Decision, code: str, systems: CodeSystems, **kw: Any) -> dic
                             "barriers": ()}
     args.update(kw)
     return task_resource("fe-task-1", action, decision, EVENT, SUBJECT, args["flag_url"],
-                         args["owner"], systems, args["barriers"])
+                         args["owner"], systems, DECIDED, args["barriers"])
 
 
 def test_the_task_carries_the_contract_fields(repeat: Decision, systems: CodeSystems) -> None:
@@ -56,7 +57,7 @@ def test_the_task_carries_the_contract_fields(repeat: Decision, systems: CodeSys
     assert task["for"] == SUBJECT
     assert task["focus"] == {"reference": "Appointment/a1"}
     assert task["reasonReference"] == {"reference": "urn:uuid:flag"}
-    assert task["authoredOn"] == AT.isoformat()
+    assert task["authoredOn"] == DECIDED.isoformat()  # the decision time, not the event's
     assert task["restriction"]["period"]["end"] == action.due.isoformat()
     notes = [n["text"] for n in task["note"]]
     assert notes[0] == "What impact will the missed appointment have on the child?"
@@ -95,6 +96,6 @@ def test_every_action_code_has_a_display(systems: CodeSystems) -> None:
     action = Action("classify-attendance", "routine", AT, "clinician")
     decision = Decision("r", "v", "single-wnb", "none", (action,), None, "why")
     task = task_resource("fe-task-2", action, decision, EVENT, SUBJECT, None, (None, "x"),
-                         systems)
+                         systems, DECIDED)
     Task.model_validate(task)
     assert task["code"]["text"] == systems.display(ACTION, "classify-attendance")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from typing import Any
 
 import pytest
 
+from fhir_engagement.config import Settings
 from fhir_engagement.ingest.fhir import Reader
 from fhir_engagement.model import Event
-from fhir_engagement.pipeline import Engine
+from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.signals.extract import extract, is_correction
+from tests.conftest import MAPPINGS
 
 CHILD = {"reference": "Patient/child-1"}
 SCT = "http://snomed.info/sct"
@@ -18,6 +21,7 @@ ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 CANCEL = "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
 DISPOSITION = "http://terminology.hl7.org/CodeSystem/discharge-disposition"
 NUBC = "http://www.nubc.org/patient-discharge"
+NUBC_NEW = "https://www.nubc.org/CodeSystem/PatDischargeStatus"
 UK_METHOD_EXT = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-DischargeMethod"
 UK_METHOD = "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland"
 NHS_DD_METHOD = "https://fhir.hl7.org.uk/CodeSystem/NHSDataModelAndDictionary-DischargeMethod"
@@ -73,10 +77,9 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "noshow video call": (r4_appointment("noshow", extension=[ext(
         "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-DeliveryChannel",
         "https://fhir.hl7.org.uk/CodeSystem/UKCore-DeliveryChannel", "Video")]), {"not-brought"}),
-    "NHS did not attend 3": (r4_appointment("booked", extension=[
-        ext(ATTENDANCE_EXT, ATTENDANCE, "3")]), {"not-brought"}),
-    "NHS arrived too late 7": (r4_appointment("booked", extension=[
-        ext(ATTENDANCE_EXT, ATTENDANCE, "7")]), {"not-brought"}),
+    # the NHS attendance code has no published system: not read unless a source names one
+    "NHS did not attend 3, no source names it": (r4_appointment("booked", extension=[
+        ext(ATTENDANCE_EXT, ATTENDANCE, "3")]), set()),
     "booked": (r4_appointment("booked"), set()),
     # no-access-visit: as not-brought, but a home visit
     "noshow home visit serviceType": (
@@ -91,8 +94,6 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "cancelled pat-lt R5": (
         r5_appointment("cancelled", cancellationReason=cc(CANCEL, "pat-lt")),
         {"family-cancelled"}),
-    "NHS cancelled by patient 2": (r4_appointment("cancelled", extension=[
-        ext(ATTENDANCE_EXT, ATTENDANCE, "2")]), {"family-cancelled"}),
     # ... provider cancellations and a death are not signals
     "cancelled prov": (r4_appointment("cancelled", cancelationReason=cc(CANCEL, "prov")), set()),
     "cancelled maint": (
@@ -112,10 +113,8 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
         "dischargeDisposition": cc(DISPOSITION, "aadvice")}), {"left-against-advice"}),
     "aadvice R5 admission": (encounter("completed", **r5_class("IMP"), admission={
         "dischargeDisposition": cc(DISPOSITION, "aadvice")}), {"left-against-advice"}),
-    "NUBC 07": (encounter("finished", hospitalization={
-        "dischargeDisposition": cc(NUBC, "07")}), {"left-against-advice"}),
-    "NUBC 7": (encounter("finished", hospitalization={
-        "dischargeDisposition": cc(NUBC, "7")}), {"left-against-advice"}),
+    "NUBC 07 (US, per source only)": (encounter("finished", hospitalization={
+        "dischargeDisposition": cc(NUBC, "07")}), set()),
     "UK Core method 6": (encounter("finished", extension=[
         ext(UK_METHOD_EXT, UK_METHOD, "6")]), {"left-against-advice"}),
     "UK Core method 7": (encounter("finished", extension=[
@@ -235,3 +234,57 @@ def test_which_later_versions_retract_earlier_signals(
 ) -> None:
     """rules.md 5, cross-cutting: a corrected event (noshow -> fulfilled, A13) is retracted."""
     assert is_correction(_event(engine.reader, resource), engine.mappings) is expected
+
+
+@pytest.mark.parametrize("code", ["07", "7"])
+@pytest.mark.parametrize("system", [NUBC_NEW, NUBC], ids=["nubc.org CodeSystem", "legacy NUBC"])
+@pytest.mark.parametrize(("source", "expected"), [("urn:example-trust:pas", {"left-against-advice"}),
+                                                  ("", set())], ids=["trust", "no source"])
+def test_nubc_07_is_read_only_for_a_source_that_names_it(
+    engine: Engine, system: str, code: str, source: str, expected: set[str]
+) -> None:
+    """codes.md: NUBC is a US code set (02 is a transfer): per source only, both URIs."""
+    reader = dataclasses.replace(engine.reader, source=source)
+    event = _event(reader, encounter("finished", hospitalization={
+        "dischargeDisposition": cc(system, code)}))
+    assert {s.code for s in extract(event, engine.mappings)} == expected
+
+
+@pytest.mark.parametrize(("system", "code"), [(UK_METHOD, "6"), (UK_METHOD, "7"),
+                                              (NHS_DD_METHOD, "2")])
+def test_uk_discharge_methods_read_everywhere(engine: Engine, system: str, code: str) -> None:
+    event = _event(engine.reader, encounter("finished", extension=[
+        ext(UK_METHOD_EXT, system, code)]))
+    assert {s.code for s in extract(event, engine.mappings)} == {"left-against-advice"}
+
+
+TRUST_ATTENDANCE = "urn:example-trust:attended-or-did-not-attend"
+
+
+@pytest.fixture(scope="module")
+def attendance_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """The shipped mappings plus what a trust adds: its extension and, for its source, the codes."""
+    root = tmp_path_factory.mktemp("m") / "mappings"
+    shutil.copytree(MAPPINGS, root)
+    appointment = root / "fhir" / "Appointment.toml"
+    appointment.write_text(appointment.read_text().replace(
+        "attendance = []", f'attendance = ["{ATTENDANCE_EXT}"]'))
+    entries = [("attendance-not-brought", "3"), ("attendance-not-brought", "7"),
+               ("attendance-attended", "5"), ("attendance-patient-cancelled", "2")]
+    (root / "local" / "pas.toml").write_text('source = "urn:pas:"\n' + "".join(
+        f'[[codes.{name}.code]]\nsystem = "{TRUST_ATTENDANCE}"\ncode = "{code}"\n'
+        f'display = "x"\n' for name, code in entries))
+    return load_engine(Settings(mappings_dir=root))
+
+
+@pytest.mark.parametrize(("status", "code", "expected"), [
+    ("booked", "3", {"not-brought"}), ("booked", "7", {"not-brought"}),
+    ("booked", "5", {"attended"}), ("cancelled", "2", {"family-cancelled"})])
+def test_the_nhs_attendance_code_is_read_where_a_source_names_its_system(
+    attendance_engine: Engine, status: str, code: str, expected: set[str]
+) -> None:
+    resource = r4_appointment(status, extension=[ext(ATTENDANCE_EXT, TRUST_ATTENDANCE, code)])
+    ours = dataclasses.replace(attendance_engine.reader, source="urn:pas:feed")
+    assert {s.code for s in extract(_event(ours, resource), attendance_engine.mappings)} == expected
+    other = dataclasses.replace(attendance_engine.reader, source="urn:elsewhere:")
+    assert not extract(_event(other, resource), attendance_engine.mappings)

@@ -68,8 +68,8 @@ BROKEN = {
         "fhir/Appointment.toml", 'status = ["cancelled"], cancellation-reason',
         'status = ["cancelled"], cancel-reason', "unknown slot 'cancel-reason'"),
     "unknown slot in [extensions]": (
-        "fhir/Appointment.toml", 'attendance = ["https:', 'attendence = ["https:',
-        "unknown slot 'attendence'"),
+        "fhir/Appointment.toml", 'delivery-channel = ["https:', 'delivery-chanel = ["https:',
+        "unknown slot 'delivery-chanel'"),
     "bare code outside status": (
         "fhir/Procedure.toml", 'status-reason = ["@refusal"]', 'status-reason = ["183944003"]',
         "needs a system"),
@@ -118,3 +118,17 @@ def test_the_digest_changes_when_a_mapping_file_changes(tmp_path: Path, mappings
     root, _ = _broken_copy(tmp_path, "codes/home-visit.toml", 'text = ["home visit"]',
                            'text = ["home visit", "domiciliary visit"]')
     assert load_mappings(root).digest != mappings.digest
+
+
+def test_the_cp_is_child_protection_finding_gives_the_cpp_status(mappings: Mappings) -> None:
+    """codes.md: SNOMED 224353004 (draft national patient-flags model for CP-IS) is a CPP code."""
+    cpp = next(s for s in mappings.statuses if s.name == "cpp")
+    assert "http://snomed.info/sct|224353004" in cpp.codes
+
+
+def test_no_invented_attendance_system_is_shipped(mappings: Mappings) -> None:
+    """codes.md: no FHIR CodeSystem is published for 'attended or did not attend'."""
+    assert not any("attended-or-did-not-attend" in "".join(urls)
+                   for ext in mappings.extensions.values() for urls in ext.values())
+    for rule in mappings.rules_for("Appointment"):
+        assert not any("attended-or-did-not-attend" in c for _, codes in rule.when for c in codes)
