@@ -16,7 +16,7 @@ from fhir_engagement.live.app import PIPELINE, build_app
 from fhir_engagement.live.metrics import LABEL_MAX
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.store import SqliteStore
-from tests.conftest import MAPPINGS, REALDATA
+from tests.conftest import MAPPINGS, REALDATA, serve_app
 
 SECRET = "s3cret-for-metrics"
 AUTH = {"Authorization": f"Bearer {SECRET}"}
@@ -31,13 +31,8 @@ async def serve(engine: Engine, tmp_path: Path) -> AsyncIterator[tuple[str, web.
     settings = Settings(mappings_dir=MAPPINGS, store=str(tmp_path / "s.sqlite3"), notify_token=SECRET)
     store = SqliteStore(settings.store)
     app = build_app(settings, engine, store)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", app
-    await runner.cleanup()
+    async with serve_app(app) as served:
+        yield served.url, app
     store.close()
 
 
@@ -129,16 +124,10 @@ async def test_a_subscription_is_overdue_after_three_heartbeat_periods(
             return later
 
     monkeypatch.setattr(metrics_module, "datetime", Later)
-    app = build_app(settings, engine, store)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        text = await _scrape(http, f"http://127.0.0.1:{port}")
+        async with serve_app(build_app(settings, engine, store)) as served:
+            text = await _scrape(http, served.url)
     finally:
-        await runner.cleanup()
         store.close()
     assert ('fhir_engagement_subscription_heartbeat_overdue{subscription='
             f'"https://fhir.example/Subscription/hb"}} {overdue}') in text

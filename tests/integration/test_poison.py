@@ -18,7 +18,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import StoreError
@@ -26,7 +25,7 @@ from fhir_engagement.ingest.mllp import END, START
 from fhir_engagement.live.app import MLLP_SERVER, build_app
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.store import SqliteStore
-from tests.conftest import MAPPINGS
+from tests.conftest import MAPPINGS, serve_app
 from tests.hl7v2.messages import nhs_number, siu
 
 SECRET = "poison-test-secret"
@@ -57,13 +56,8 @@ async def serve(engine: Engine, tmp_path: Path) -> AsyncIterator[Serve]:
                         notify_token=SECRET, inbox_max_age=30)
     store = FaultyStore(settings.store)
     app = build_app(settings, engine, store)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    yield Serve(f"http://{host}:{port}", app[MLLP_SERVER].port, store)
-    await runner.cleanup()
+    async with serve_app(app) as served:
+        yield Serve(served.url, app[MLLP_SERVER].port, store)
     store.close()
 
 
