@@ -13,13 +13,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fhir_engagement.errors import ConfigError
 
-__all__ = ["Settings", "default_mappings_dir", "load_model", "load_toml", "locate"]
+__all__ = ["Settings", "SourceConfig", "default_mappings_dir", "load_model", "load_toml", "locate"]
 
 M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E", bound=ConfigError)
@@ -45,6 +45,30 @@ def default_codesystems_dir() -> Path:
     raise ConfigError(str(here), "", "no codesystems/ folder found next to the package")
 
 
+class SourceConfig(BaseModel):
+    """One system records come from (rules.md s.7): a trust's FHIR server, its PAS feed, a folder.
+
+    Its ``name`` is the namespace of the ids it gives (``Patient/1`` at two sources is two
+    children). ``folders``, ``servers`` and ``facilities`` say which input belongs to it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    ods: str | None = Field(default=None, pattern=r"^[A-Z0-9]{3,6}$")  # ODS organisation code
+    care: Literal["primary", "secondary"] = "secondary"
+    # trailing folder names that hold this source's files ("region/trust-a")
+    folders: tuple[str, ...] = ()
+    # FHIR base URLs: an entry's fullUrl base, meta.source or the subscribed server
+    servers: tuple[str, ...] = ()
+    # HL7 v2 MSH-4.1 sending facilities, or "MSH-3.1^MSH-4.1" for one application of one
+    facilities: tuple[str, ...] = ()
+    # the source's own system for its appointment and visit ids (Task.focus by identifier)
+    identifier_system: str | None = None
+    # the system of the patient ids its HL7 v2 feed sends in PID-3 (a local MRN)
+    patient_identifier_system: str | None = None
+
+
 class Settings(BaseModel):
     """Everything the adapter is told at start-up; immutable once built."""
 
@@ -53,6 +77,8 @@ class Settings(BaseModel):
     mappings_dir: Path = default_mappings_dir()
     store: str = "fhir-engagement.sqlite3"
     source: str = ""
+    # the region's sources (rules.md s.7), each a namespace for the ids it gives
+    sources: tuple[SourceConfig, ...] = ()
     # serve: the HTTP side (health, dashboard) and the MLLP listener for HL7 v2 feeds
     host: str = "127.0.0.1"
     port: int = 8080
@@ -108,6 +134,21 @@ class Settings(BaseModel):
     # how long a rotated subscription secret is still accepted (seconds), so in-flight
     # notifications signed with the old one are not lost
     subscription_secret_grace: float = 3600.0
+
+    @field_validator("sources")
+    @classmethod
+    def _one_owner_each(cls, sources: tuple[SourceConfig, ...]) -> tuple[SourceConfig, ...]:
+        """A name, server, facility or folder names one source: two would merge their ids."""
+        for what in ("name", "servers", "facilities", "folders"):
+            seen: set[str] = set()
+            for source in sources:
+                values = getattr(source, what)
+                for value in (values,) if isinstance(values, str) else values:
+                    key = value.rstrip("/").lower()
+                    if key in seen:
+                        raise ValueError(f"{what}: {value!r} is given for two sources")
+                    seen.add(key)
+        return sources
 
     @classmethod
     def load(cls, path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:

@@ -6,7 +6,8 @@
     │   └── RulesError
     ├── InputError             bad data from outside; the input is kept in the dead-letter store
     │   ├── RecordError        one FHIR record cannot be read (names file, position and JSON path)
-    │   │   └── CalendarRangeError  an event's due date falls outside the years the calendar knows
+    │   │   ├── CalendarRangeError  an event's due date falls outside the years the calendar knows
+    │   │   └── IdentityConflictError  a record would join two children (two NHS numbers): not merged
     │   ├── MessageError       one HL7 v2 message cannot be parsed or mapped (names segment/field)
     │   ├── FramingError       an MLLP block is malformed or too large
     │   ├── NotificationError  a pushed FHIR body cannot be used (-> 400 OperationOutcome)
@@ -37,6 +38,7 @@ __all__ = [
     "DeliveryError",
     "EngagementError",
     "FramingError",
+    "IdentityConflictError",
     "InputError",
     "MappingError",
     "MessageError",
@@ -91,6 +93,11 @@ class CalendarRangeError(RecordError):
     A RecordError so that the event is dead-lettered for a person: a date counted there would
     silently ignore bank holidays.
     """
+
+
+class IdentityConflictError(RecordError):
+    """A Patient record that names two NHS numbers, or a local record already known under
+    another NHS number: kept aside for a person, never merged (rules.md s.7)."""
 
 
 class MessageError(InputError):

@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "ACTION_CODES",
     "CONCERN_CODES",
+    "HOME",
     "REFERENCE_SLOTS",
     "SIGNAL_CODES",
     "SLOTS",
@@ -29,9 +30,27 @@ __all__ = [
     "Signal",
     "StatusFact",
     "StatusRule",
+    "scoped",
+    "split_key",
 ]
 
 Reference = Mapping[str, Any]
+
+# A resource key carries its source (rules.md s.7): ``Patient/1@trust-a``. The home namespace,
+# the server outputs are written to (or, with none, input that names no source), has no suffix.
+HOME = ""
+_SEPARATOR = "@"  # never in a FHIR id ([A-Za-z0-9.-]) nor in a urn:uuid
+
+
+def scoped(path: str, namespace: str) -> str:
+    """``Type/id`` in ``namespace``: the key the store and the pipeline know a resource by."""
+    return f"{path}{_SEPARATOR}{namespace}" if namespace else path
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``Patient/1@trust-a`` -> (``Patient/1``, ``trust-a``); a home key has namespace ''."""
+    path, _, namespace = key.partition(_SEPARATOR)
+    return path, namespace
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,16 +31,26 @@ from fhir_engagement.decisions.ids import (
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
 from fhir_engagement.decisions.validate import InvalidOutputError, OutputValidator
-from fhir_engagement.errors import InputError, RecordError, StoreError, UnreadableError
+from fhir_engagement.errors import (
+    IdentityConflictError,
+    InputError,
+    RecordError,
+    StoreError,
+    UnreadableError,
+)
 from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
 from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
+from fhir_engagement.identity import identify, nhs_of
 from fhir_engagement.ingest.fhir import Reader, Record
 from fhir_engagement.ingest.fhirtime import latest_date
+from fhir_engagement.ingest.hl7v2 import LOCAL_SYSTEM
 from fhir_engagement.ingest.records import Readers
+from fhir_engagement.ingest.sources import Sources
 from fhir_engagement.ingest.v2map import V2Mappings, load_v2_mappings
 from fhir_engagement.ingest.validate import validate_input
 from fhir_engagement.model import (
+    HOME,
     Action,
     Decision,
     Event,
@@ -48,6 +58,7 @@ from fhir_engagement.model import (
     PatientFacts,
     Signal,
     StatusFact,
+    split_key,
 )
 from fhir_engagement.signals.extract import extract, is_correction
 from fhir_engagement.signals.mappings import Mappings, load_mappings
@@ -88,7 +99,8 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     rules = load_rules(settings.mappings_dir)
     systems = load_codesystems(codesystems or default_codesystems_dir())
     status_codes = frozenset().union(*(s.codes | s.ended_by for s in mappings.statuses))
-    reader = Reader(mappings.extensions, status_codes, settings.source)
+    reader = Reader(mappings.extensions, status_codes, settings.source,
+                    Sources.from_settings(settings))
     v2 = load_v2_mappings(settings.mappings_dir / "hl7v2")
     return Engine(mappings, rules, systems, Readers(reader, v2))
 
@@ -112,11 +124,18 @@ class Pipeline:
         """Keep a Patient or status Flag/Condition; events go through ``process``."""
         if isinstance(record, PatientFacts):
             if record.aliases:
-                self.store.add_patient(record)
+                self._identify(record)
                 self.stats["patients"] += 1
         elif isinstance(record, StatusFact):
             self.store.add_status(record)
             self.stats["status records"] += 1
+
+    def _identify(self, facts: PatientFacts) -> str:
+        try:
+            return identify(self.store, facts)
+        except IdentityConflictError:
+            self.stats["identity conflicts"] += 1
+            raise
 
     def reject(self, error: InputError, raw: bytes) -> None:
         """Keep what could not be used in the dead-letter store, with where and why."""
@@ -187,7 +206,7 @@ class Pipeline:
         """Record that the adapter already asked for ``actions`` for a child (read back from its
         own Tasks on the server), so that "after a letter was asked" holds across deployments."""
         record = self.store.child_of(patient)
-        child = record.key if record else patient
+        child = record.key if record else self._identify(PatientFacts((patient,), None, None))
         if key in self.store.signals_of(key):
             return
         item = HistoryItem(key, "asked", at, None, None, "", actions)
@@ -238,7 +257,10 @@ class Pipeline:
         if not event.identifiers or event.occurred is None:
             return event
         minute = event.occurred.isoformat()[:16]  # to the minute; occurred is always UTC
-        aliases = [f"{event.resource_type}|{value}|{minute}" for value in event.identifiers]
+        # Twins come from one provider: two trusts' appointment numbers may well coincide.
+        provider = self.engine.reader.sources.ods(split_key(event.key)[1]) or ""
+        aliases = [f"{provider}|{event.resource_type}|{value}|{minute}"
+                   for value in event.identifiers]
         for alias in aliases:
             key = self.store.event_alias(alias)
             if key is not None and key != event.key:
@@ -255,6 +277,9 @@ class Pipeline:
     def _child(self, event: Event) -> tuple[str, str]:
         alias = event.patient or ""
         record = self.store.child_of(alias)
+        if record is None:  # named before any Patient record: its own child until one joins it
+            self._identify(PatientFacts((alias,), None, None, event.origin))
+            record = self.store.child_of(alias)
         child = record.key if record else alias
         birth = latest_date(record.birth_date) if record and record.birth_date else None
         years = age_in_years(birth, event.occurred.astimezone(self._tz).date())
@@ -291,7 +316,7 @@ class Pipeline:
 
     # -- outputs ----------------------------------------------------------------------------
     def _write(self, decision: Decision, event: Event, child: str, signal: str) -> None:
-        subject = reference_for(self._subject_key(event, child))
+        subject = self._subject(event, child)
         kind = "over-engagement" if decision.situation == "over-engagement" else "engagement"
         flag_url, flag_changed = self._flag(decision, event, child, kind, subject)
         decided = self._clock()  # one decision time for all it writes
@@ -345,9 +370,23 @@ class Pipeline:
                 from exc
         self.store.put_output(OutputRow(rid, kind, child, orjson.dumps(resource)), self.run)
 
-    def _subject_key(self, event: Event, child: str) -> str:
-        alias = event.patient or child
-        return child if alias.startswith("urn:") or "#" in alias else alias
+    def _subject(self, event: Event, child: str) -> dict[str, object]:
+        """The child as the target server can find them (rules.md s.7, "writing back"): its own
+        ``Patient/{id}`` when the event came from it, else by NHS number, else a literal id it
+        holds, else a declared identifier; never a name that means something only here."""
+        names = sorted(self.store.aliases_of(child) | {child})
+        own = event.patient or ""
+        if _literal(own):
+            return reference_for(own)
+        nhs = nhs_of(self.store, child)
+        if nhs is not None:
+            return reference_for(f"nhs:{nhs}")
+        literal = next((a for a in names if _literal(a)), None)
+        declared = next((a for a in names if a.startswith("id:")
+                         and not a.startswith(f"id:{LOCAL_SYSTEM}")), None)
+        if literal or declared:
+            return reference_for(literal or declared or "")
+        return _described(own or child)
 
     def _owner(self, action: Action, event: Event) -> OwnerRef:
         owner = self.engine.rules.owners[action.owner_role]
@@ -360,3 +399,22 @@ class Pipeline:
         found = event.slots.get("cancellation-reason", frozenset()) & barrier
         names = self.engine.mappings.displays.get("barrier", {})
         return tuple(sorted(names.get(c, c) for c in found))
+
+
+def _literal(alias: str) -> bool:
+    """A ``Patient/{id}`` of the home namespace: a literal reference on the target server."""
+    path, namespace = split_key(alias)
+    return namespace == HOME and path.startswith("Patient/") and "#" not in path \
+        and ":" not in path
+
+
+def _described(alias: str) -> dict[str, object]:
+    """The last resort, a child known only by a local id no source declares: its value with
+    where it came from, no system (an invented one would mislead every server)."""
+    path, namespace = split_key(alias)
+    if alias.startswith("id:"):
+        system, _, value = alias[3:].partition("|")
+        authority = system.removeprefix(LOCAL_SYSTEM)
+        return {"type": "Patient", "identifier": {"value": value, "assigner": {"display": authority}}}
+    return {"type": "Patient", "display": f"{path} at {namespace or 'this source'}"}
+

@@ -10,10 +10,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 
+from fhir_engagement.model import HOME, split_key
+
 __all__ = [
     "DEVICE_SYSTEM",
     "FLAG_SYSTEM",
     "TASK_SYSTEM",
+    "describe",
+    "event_reference",
     "flag_id",
     "full_url",
     "provenance_id",
@@ -71,3 +75,20 @@ def reference_for(key: str) -> dict[str, object]:
         system, _, value = key[3:].partition("|")
         return {"identifier": {"system": system, "value": value}, "type": "Patient"}
     return {"reference": key}
+
+
+def event_reference(key: str) -> dict[str, object]:
+    """An earlier event (Provenance evidence) as a Reference: literal on the home server,
+    absolute on the FHIR server it came from, else a description (never a made-up URL)."""
+    path, namespace = split_key(key)
+    if namespace == HOME:
+        return {"reference": path}
+    if namespace.startswith(("http://", "https://")) and ":" not in path:
+        return {"reference": f"{namespace}/{path}"}
+    return {"display": describe(key)}
+
+
+def describe(key: str) -> str:
+    """A resource key in words: ``Appointment/1 at trust-a``."""
+    path, namespace = split_key(key)
+    return f"{path} at {namespace}" if namespace else path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fhir_engagement.decisions.ids import DEVICE_SYSTEM
+from fhir_engagement.decisions.ids import DEVICE_SYSTEM, event_reference
 from fhir_engagement.model import Decision, Event
 
 __all__ = ["POLICY_BASE", "provenance_resource"]
@@ -57,4 +57,4 @@ def provenance_resource(
 
 def _what(key: str, event: Event) -> dict[str, object]:
     """The trigger as the server knows it: an HL7 v2 event is named by its business identifier."""
-    return dict(event.focus) if key == event.key and event.focus else {"reference": key}
+    return dict(event.focus) if key == event.key and event.focus else event_reference(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fhir_engagement.decisions.codesystems import ACTION, SIGNAL, CodeSystems
-from fhir_engagement.decisions.ids import TASK_SYSTEM
+from fhir_engagement.decisions.ids import TASK_SYSTEM, describe, event_reference
 from fhir_engagement.model import Action, Decision, Event
 
 __all__ = ["OwnerRef", "task_resource"]
@@ -53,7 +53,7 @@ def task_resource(
         "code": {"coding": [{"system": ACTION, "code": action.code, "display": display}],
                  "text": display},
         "description": _description(action, decision, event, systems),
-        "focus": dict(event.focus) if event.focus else {"reference": event.key},
+        "focus": dict(event.focus) if event.focus else event_reference(event.key),
         "for": subject,
         "authoredOn": decided.isoformat(),
         "restriction": {"period": {"end": action.due.isoformat()}},
@@ -71,10 +71,10 @@ def task_resource(
 def _description(action: Action, decision: Decision, event: Event, systems: CodeSystems) -> str:
     what = systems.definition(ACTION, action.code)
     if decision.situation == "retracted":
-        return f"{what} The event that raised earlier actions ({event.key}) was retracted."
+        return f"{what} The event that raised earlier actions ({describe(event.key)}) was retracted."
     signals = ", ".join(sorted(set(_signal_names(decision, systems))))
     day = decision.event_date.isoformat() if decision.event_date else "unknown date"
-    return f"{what} Raised by: {signals} on {day} ({event.key})."
+    return f"{what} Raised by: {signals} on {day} ({describe(event.key)})."
 
 
 def _signal_names(decision: Decision, systems: CodeSystems) -> list[str]:

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 from collections import ChainMap
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fhir_engagement.errors import RecordError
+from fhir_engagement.errors import IdentityConflictError, RecordError
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
 from fhir_engagement.ingest.references import (
     MAX_IDENTIFIERS,
     NHS_NUMBER_SYSTEM,
+    conditional_key,
     identifier_key,
     nhs_number_is_valid,
     reference_key,
 )
-from fhir_engagement.model import STATUS_SYSTEMS, Event, PatientFacts, StatusFact
+from fhir_engagement.ingest.sources import Sources, base_and_path
+from fhir_engagement.model import HOME, STATUS_SYSTEMS, Event, PatientFacts, StatusFact, scoped
 
 __all__ = ["Reader", "Record"]
 
@@ -48,22 +50,56 @@ class Reader:
     extensions: Mapping[str, Mapping[str, tuple[str, ...]]]
     status_codes: frozenset[str]
     source: str = ""
+    sources: Sources = field(default_factory=Sources)
 
-    def read(self, doc: Any, origin: str) -> Iterator[Record | RecordError]:
+    def read(
+        self, doc: Any, origin: str, namespace: str | None = None
+    ) -> Iterator[Record | RecordError]:
         """Every record in a document (a resource or a Bundle, nested Bundles included).
 
-        Errors are yielded, not raised, so one bad entry does not lose the rest of the file.
+        ``namespace`` is the source the entry point knows the document by (its folder,
+        ``--source``); None when it knows none. Errors are yielded, not raised, so one bad entry
+        does not lose the rest of the file.
         """
         if not isinstance(doc, dict):
             yield RecordError(origin, f"expected a JSON object, got {_kind(doc)}")
             return
         if doc.get("resourceType") == "Bundle":
-            yield from self._bundle(doc, origin, ChainMap())
+            yield from self._bundle(doc, origin, ChainMap(), namespace)
         else:
-            yield from self._one(doc, origin, {}, "")
+            yield from self._one(doc, origin, {}, "", _Entry(self._namespace(doc, namespace)))
+
+    def _namespace(self, res: Json, given: str | None, outer: str = HOME) -> str:
+        """Whose ids a resource's are when no fullUrl says: the entry point's, else its
+        ``meta.source``, else the enclosing Bundle's."""
+        if given is not None:
+            return given
+        meta = _meta_source(res)
+        return self.sources.for_server(meta) if meta else outer
+
+    def _entry(self, entry: Json, res: Json, namespace: str) -> _Entry:
+        """An entry's namespace and key: the fullUrl's server names whose ids they are; an entry
+        with no id (a transaction's POST) is named by its fullUrl, or its request's url."""
+        full, request = entry.get("fullUrl"), entry.get("request")
+        url = request.get("url") if isinstance(request, dict) else None
+        absolute = base_and_path(full) if isinstance(full, str) else None
+        if absolute is not None:
+            namespace = self.sources.for_server(absolute[0])
+        rtype, rid = res.get("resourceType"), res.get("id")
+        if not isinstance(rtype, str) or (isinstance(rid, str) and rid):
+            return _Entry(namespace)
+        if absolute is not None:
+            return _Entry(namespace, scoped(absolute[1], namespace))
+        if isinstance(url, str) and url.startswith(f"{rtype}/") and "?" not in url:
+            return _Entry(namespace, scoped(url.split("/_history", 1)[0], namespace))
+        conditional = conditional_key(url) if isinstance(url, str) and "?" in url else None
+        if isinstance(full, str) and full.startswith("urn:"):
+            return _Entry(namespace, scoped(f"{rtype}/{full}", namespace), conditional)
+        return _Entry(namespace, "", conditional)
 
     def _bundle(
-        self, bundle: Json, origin: str, outer: ChainMap[str, str], depth: int = 1
+        self, bundle: Json, origin: str, outer: ChainMap[str, str], given: str | None,
+        depth: int = 1, outer_namespace: str = HOME,
     ) -> Iterator[Any]:
         if depth > _MAX_BUNDLES:
             yield RecordError(origin, f"Bundles nested more than {_MAX_BUNDLES} deep: not read")
@@ -75,13 +111,16 @@ class Reader:
         # A view over the outer Bundle's names, not a copy: copying them into each of many inner
         # Bundles cost quadratic time.
         aliases = outer.new_child()
-        for entry in entries:
+        namespace = self._namespace(bundle, given, outer_namespace)
+        named: dict[int, _Entry] = {}
+        for i, entry in enumerate(entries):
             res = entry.get("resource") if isinstance(entry, dict) else None
-            full = entry.get("fullUrl") if isinstance(entry, dict) else None
-            # Only strings are formatted: str() of a value nested thousands deep overflows.
-            if (isinstance(res, dict) and isinstance(full, str) and isinstance(res.get("id"), str)
-                    and isinstance(res.get("resourceType"), str)):
-                aliases[full] = f"{res['resourceType']}/{res['id']}"
+            if isinstance(res, dict) and res.get("resourceType") != "Bundle":
+                named[i] = self._entry(entry, res, self._namespace(res, given, namespace))
+                key = named[i].key or _own_key(res, named[i].namespace)
+                full = entry.get("fullUrl")
+                if key and isinstance(full, str):  # only strings: str() of deep values overflows
+                    aliases[full] = key
         source = _meta_source(bundle) or self.source
         for i, entry in enumerate(entries):
             where = f"{origin} entry[{i}]"
@@ -94,13 +133,13 @@ class Reader:
             if not isinstance(res, dict):
                 yield RecordError(f"{where}.resource", f"expected an object, got {_kind(res)}")
             elif res.get("resourceType") == "Bundle":
-                yield from self._bundle(res, f"{where}.resource", aliases, depth + 1)
+                yield from self._bundle(res, f"{where}.resource", aliases, given, depth + 1,
+                                        namespace)
             else:
-                full = entry.get("fullUrl")
-                yield from self._one(res, f"{where}.resource", aliases, source, full)
+                yield from self._one(res, f"{where}.resource", aliases, source, named[i])
 
     def _one(
-        self, res: Json, origin: str, aliases: Mapping[str, str], source: str, full: Any = None
+        self, res: Json, origin: str, aliases: Mapping[str, str], source: str, entry: _Entry
     ) -> Iterator[Record | RecordError]:
         rtype = res.get("resourceType")
         if not isinstance(rtype, str):
@@ -109,17 +148,19 @@ class Reader:
         if rtype not in _EVENT_TYPES and rtype not in _CONTEXT_TYPES:
             return  # other resources are neither events nor context: nothing to do
         try:
-            yield from self._records(rtype, res, origin, aliases, source, full)
+            yield from self._records(rtype, res, origin, aliases, source, entry)
         except RecordError as exc:
             yield exc
 
     def _records(
-        self, rtype: str, res: Json, origin: str, aliases: Mapping[str, str], source: str, full: Any
+        self, rtype: str, res: Json, origin: str, aliases: Mapping[str, str], source: str,
+        entry: _Entry,
     ) -> Iterator[Record]:
-        ctx = _ResourceReader(res, rtype, origin, aliases, _meta_source(res) or source or self.source)
+        ctx = _ResourceReader(res, rtype, origin, aliases, _meta_source(res) or source or self.source,
+                              entry, self.sources)
         yield from ctx.contained_patients()
         if rtype == "Patient":
-            yield ctx.patient(full)
+            yield ctx.patient()
         elif rtype in _CONTEXT_TYPES:
             fact = ctx.status_fact(self.status_codes)
             if fact is not None:
@@ -128,17 +169,39 @@ class Reader:
             yield ctx.event(self.extensions.get(rtype, {}))
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """Where a resource sits: the namespace of its ids, and its key when it has no id of its own
+    (a transaction entry named by its fullUrl), or the child its request's url names."""
+
+    namespace: str
+    key: str = ""
+    conditional: str | None = None
+
+
+def _own_key(res: Json, namespace: str) -> str:
+    rtype, rid = res.get("resourceType"), res.get("id")
+    if isinstance(rtype, str) and isinstance(rid, str) and rid:
+        return scoped(f"{rtype}/{rid}", namespace)
+    return ""
+
+
 class _ResourceReader:
     """Reading one resource: type-checked field access with the JSON path for errors."""
 
     def __init__(
-        self, res: Json, rtype: str, origin: str, aliases: Mapping[str, str], source: str
+        self, res: Json, rtype: str, origin: str, aliases: Mapping[str, str], source: str,
+        entry: _Entry, sources: Sources,
     ) -> None:
         self.res, self.rtype, self.origin, self.aliases, self.source = (
             res, rtype, origin, aliases, source)
-        rid = res.get("id")
-        self.key = f"{rtype}/{rid}" if isinstance(rid, str) and rid else ""
+        self.entry, self.sources, self.namespace = entry, sources, entry.namespace
+        self.key = _own_key(res, self.namespace) or entry.key
         self._contained: dict[str, str] | None = None
+
+    def ref(self, value: Any) -> str | None:
+        """The key of a Reference this resource makes (relative ones are in its namespace)."""
+        return reference_key(value, self.aliases, self.key, self.namespace, self.sources)
 
     def contained_type(self, local_id: str) -> str:
         """The type of the contained resource ``#local_id`` ('' if none), indexed on first use:
@@ -248,7 +311,7 @@ class _ResourceReader:
     def extension_reference(self, urls: tuple[str, ...]) -> str | None:
         for ext in self.items(self.res, "extension", ""):
             if isinstance(ext, dict) and ext.get("url") in urls:
-                key = reference_key(ext.get("valueReference"), self.aliases, self.key)
+                key = self.ref(ext.get("valueReference"))
                 if key:
                     return key
         return None
@@ -270,18 +333,19 @@ class _ResourceReader:
     def contained_patients(self) -> Iterator[PatientFacts]:
         for i, item in enumerate(self.items(self.res, "contained", "")):
             if isinstance(item, dict) and item.get("resourceType") == "Patient":
-                inner = _ResourceReader(item, "Patient", f"{self.origin} contained[{i}]", self.aliases,
-                             self.source)
+                inner = _ResourceReader(item, "Patient", f"{self.origin} contained[{i}]",
+                                        self.aliases, self.source, self.entry, self.sources)
                 local_id = item.get("id")
                 local = f"{self.key}#{local_id if isinstance(local_id, str) else ''}"
-                facts = inner.patient(None)
+                inner.key = ""  # a contained id means nothing outside its container
+                facts = inner.patient()
                 yield PatientFacts((local, *facts.aliases), facts.nhs_number, facts.birth_date,
                                    facts.origin)
 
-    def patient(self, full: Any) -> PatientFacts:
+    def patient(self) -> PatientFacts:
         aliases = [self.key] if self.key else []
-        if isinstance(full, str) and full and not full.startswith(f"{self.key}"):
-            aliases.append(full if full.startswith("urn:") else reference_key({"reference": full}, {}))
+        if self.entry.conditional:  # a transaction's PUT/POST Patient?identifier=...
+            aliases.append(self.entry.conditional)
         nhs = None
         identifiers = self.items(self.res, "identifier", "")
         if len(identifiers) > MAX_IDENTIFIERS:
@@ -296,6 +360,11 @@ class _ResourceReader:
             if key.startswith("nhs:"):
                 if not nhs_number_is_valid(key[4:]):
                     continue  # kept as given nowhere: an invalid NHS number must not merge children
+                if nhs is not None and nhs != key[4:]:
+                    raise IdentityConflictError(
+                        f"{self.origin} ({self.rtype}.identifier[{i}])", "a second, different "
+                        "NHS number: one record is not two children's, and which is right is "
+                        "for a person to decide (identity conflict: not merged)")
                 nhs = key[4:]
             aliases.append(key)
         birth = self.text(self.res, "birthDate", "")
@@ -307,7 +376,7 @@ class _ResourceReader:
         codes = frozenset(self.concept(self.res.get("code"), "code"))
         if codes.isdisjoint(status_codes):
             return None
-        patient = reference_key(self.obj(self.res, "subject", ""), self.aliases, self.key)
+        patient = self.ref(self.obj(self.res, "subject", ""))
         if patient is None:
             raise self.fail("subject", "a status Flag/Condition must name its patient")
         if self.rtype == "Flag":
@@ -355,22 +424,65 @@ class _ResourceReader:
         version = self.text(meta, "lastUpdated", "meta.") or self.text(meta, "versionId", "meta.")
         if "provider" in extensions:  # the booking organisation outranks where it took place
             provider = self.extension_reference(extensions["provider"]) or provider
+        config = self.sources.config(self.namespace)
+        if config is not None and config.ods:  # a configured source is one provider, by ODS code
+            provider = config.ods
         return Event(
             key=self.key,
             resource_type=self.rtype,
             occurred=occurred,
-            patient=reference_key(patient_ref, self.aliases, self.key),
+            patient=self.ref(patient_ref),
             subject=_clean_reference(patient_ref),
             slots={k: frozenset(v) for k, v in slots.items() if v},
             origin=self.origin,
             source=self.source,
             provider=provider,
             service=service,
-            performer=_clean_reference(performer),
+            performer=self.portable(_clean_reference(performer)),
             version=version or "",
             raw=self.res,
+            focus=self.focus(),
             identifiers=self._identifier_values(),
         )
+
+    def _server(self) -> str | None:
+        """The base URL of this resource's own server, where one is known."""
+        if self.namespace.startswith(("http://", "https://")):
+            return self.namespace
+        config = self.sources.config(self.namespace)
+        return config.servers[0].rstrip("/") if config and config.servers else None
+
+    def portable(self, ref: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A Reference that means the same on the server outputs go to: a relative one made
+        absolute on its own server, or, with no server known, its identifier and display only."""
+        if ref is None or self.namespace == HOME:
+            return ref
+        text = ref.get("reference")
+        if not isinstance(text, str) or "?" in text or base_and_path(text) is not None:
+            return ref  # none, conditional or absolute: the same on every server
+        rest = {k: v for k, v in ref.items() if k != "reference"}
+        server = self._server()
+        if server and not text.startswith(("#", "urn:")):
+            return {**rest, "reference": f"{server}/{text}"}
+        return rest if set(rest) - {"type"} else None
+
+    def focus(self) -> dict[str, Any] | None:
+        """What a Task's focus names when this event is not the target server's own resource:
+        its identifier in its source's system, else its absolute URL, else a description."""
+        if self.namespace == HOME:
+            return None
+        config = self.sources.config(self.namespace)
+        idents = [i for i in self.items(self.res, "identifier", "") if type(i) is dict
+                  and type(i.get("system")) is str and type(i.get("value")) is str]
+        wanted = config.identifier_system if config else None
+        chosen = next((i for i in idents if i["system"] == wanted), idents[0] if idents else None)
+        if chosen is not None:
+            return {"type": self.rtype,
+                    "identifier": {"system": chosen["system"], "value": chosen["value"]}}
+        path, server = self.key.partition("@")[0], self._server()
+        if server and not path.split("/", 1)[1].startswith("urn:"):
+            return {"type": self.rtype, "reference": f"{server}/{path}"}
+        return {"type": self.rtype, "display": f"{path} at {self.namespace}"}
 
     def _identifier_values(self) -> tuple[str, ...]:
         values = (i.get("value") for i in self.items(self.res, "identifier", "")
@@ -391,7 +503,7 @@ def _appointment(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any,
         patient = res["subject"]
     occurred = ctx.when((res, "start", ""), (res, "cancellationDate", ""),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
-    service = _first_code(slots["visit"]) or reference_key(performer, ctx.aliases, ctx.key)
+    service = _first_code(slots["visit"]) or ctx.ref(performer)
     return occurred, patient, place, service, performer
 
 
@@ -405,7 +517,7 @@ def _appointment_actors(ctx: _ResourceReader) -> tuple[Any, Any, str | None]:
         if kind == "Patient" and patient is None:
             patient = actor
         elif kind in ("HealthcareService", "Location") and place is None:
-            place = reference_key(actor, ctx.aliases, ctx.key)
+            place = ctx.ref(actor)
         elif kind.startswith("Practitioner") and performer is None:
             performer = actor
     return patient, performer, place
@@ -443,7 +555,7 @@ def _encounter(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, .
     period = ctx.obj(res, "period", "") or ctx.obj(res, "actualPeriod", "")
     occurred = ctx.when((period, "end", "period."), (period, "start", "period."),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
-    provider = reference_key(ctx.obj(res, "serviceProvider", ""), ctx.aliases, ctx.key)
+    provider = ctx.ref(ctx.obj(res, "serviceProvider", ""))
     performer = None
     for part in ctx.items(res, "participant", ""):
         if isinstance(part, dict):

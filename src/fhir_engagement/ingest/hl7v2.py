@@ -9,17 +9,24 @@ repetitions are split once) and every fault is a MessageError naming the field.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
+from fhir_engagement.config import SourceConfig
 from fhir_engagement.errors import MessageError
 from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
-from fhir_engagement.ingest.references import MAX_IDENTIFIERS, nhs_number_is_valid
+from fhir_engagement.ingest.references import MAX_IDENTIFIERS, ODS_SYSTEM, nhs_number_is_valid
+from fhir_engagement.ingest.sources import Sources
 from fhir_engagement.ingest.v2map import V2Mapping, V2Mappings
 from fhir_engagement.ingest.v2parse import V2Message
-from fhir_engagement.model import Event, PatientFacts
+from fhir_engagement.model import Event, PatientFacts, scoped
 
-__all__ = ["read_v2", "v2_time"]
+__all__ = ["LOCAL_SYSTEM", "read_v2", "v2_time"]
+
+# The store's own name for a PID-3 id whose system no source declares: it joins records only
+# within its assigning authority (rules.md s.7) and is never written to an output.
+LOCAL_SYSTEM = "urn:hl7v2:"
 
 _NHS_TYPES = frozenset({"NH", "HN", "NHS"})
 _TS = re.compile(r"^([0-9]{4})([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?([0-9]{2})?(\.[0-9]+)?"
@@ -28,16 +35,57 @@ _DIGITS = frozenset("0123456789")
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 
 
-def read_v2(message: V2Message, mappings: V2Mappings, origin: str) -> list[Record]:
+def read_v2(
+    message: V2Message, mappings: V2Mappings, origin: str, sources: Sources | None = None
+) -> list[Record]:
     """The records in one message; [] for a type the mappings ignore. Raises MessageError."""
     mapping = mappings.for_type(message.message_type)
     if mapping is None:
         return []
-    patient = _patient(message, origin)
-    return [patient, _event(message, mapping, patient, origin)]
+    sender = _Sender.of(message, sources or Sources())
+    patient = _patient(message, origin, sender)
+    return [patient, _event(message, mapping, patient, origin, sender)]
 
 
-def _patient(message: V2Message, origin: str) -> PatientFacts:
+@dataclass(frozen=True, slots=True)
+class _Sender:
+    """The sending system (MSH-3/MSH-4) as the configured sources know it."""
+
+    application: str
+    facility: str
+    namespace: str
+    config: SourceConfig | None
+
+    @classmethod
+    def of(cls, message: V2Message, sources: Sources) -> _Sender:
+        app, fac = message.get("MSH-3.1"), message.get("MSH-4.1")
+        namespace = sources.for_facility(app, fac)
+        return cls(app, fac, namespace, sources.config(namespace))
+
+    def patient_system(self, authority: str) -> str:
+        """A PID-3 id's system: the source's declared one for its own ids, else the store's."""
+        own = not authority or authority.upper() in {f.upper() for f in self._facilities()}
+        if own and self.config and self.config.patient_identifier_system:
+            return self.config.patient_identifier_system
+        return f"{LOCAL_SYSTEM}{authority or self.facility or 'local'}"
+
+    def _facilities(self) -> tuple[str, ...]:
+        names = self.config.facilities if self.config else ()
+        return (self.facility, *(n.rsplit("^", 1)[-1] for n in names))
+
+    def identifier(self, value: str) -> dict[str, object]:
+        """An appointment/visit id as the source declares it; never an invented system."""
+        ident: dict[str, object] = {"value": value}
+        if self.config and self.config.identifier_system:
+            ident["system"] = self.config.identifier_system
+        if self.config and self.config.ods:
+            ident["assigner"] = {"identifier": {"system": ODS_SYSTEM, "value": self.config.ods}}
+        elif self.facility:
+            ident["assigner"] = {"display": self.facility}
+        return ident
+
+
+def _patient(message: V2Message, origin: str, sender: _Sender) -> PatientFacts:
     if not message.has("PID"):
         raise MessageError("PID", "no PID segment: the message names no patient", code=100)
     national: list[str] = []  # NHS numbers come first: the alias a child is known by
@@ -55,18 +103,24 @@ def _patient(message: V2Message, origin: str) -> PatientFacts:
             kind = message.get(f"{field}.5", rep).upper()
             if kind in _NHS_TYPES or authority.upper() == "NHS":
                 if nhs_number_is_valid(value):
+                    if nhs is not None and nhs != value:
+                        raise MessageError(field, "a second, different NHS number: one record "
+                                           "is not two children's (identity conflict: not "
+                                           "merged; a person must decide)", code=207)
                     nhs = value
                     national.append(f"nhs:{value}")
                 continue  # an invalid NHS number must never join children's records
-            local.append(f"id:urn:hl7v2:{authority or message.get('MSH-4.1') or 'local'}|{value}")
+            local.append(f"id:{sender.patient_system(authority)}|{value}")
     if not national and not local:
         raise MessageError("PID-3", "no usable patient identifier", code=101)
     birth = _v2_date(message.get("PID-7.1"))
-    aliases = dict.fromkeys([*reversed(national), *local])  # the last NHS number given wins
+    aliases = dict.fromkeys([*national, *local])
     return PatientFacts(tuple(aliases), nhs, birth, origin)
 
 
-def _event(message: V2Message, mapping: V2Mapping, patient: PatientFacts, origin: str) -> Event:
+def _event(
+    message: V2Message, mapping: V2Mapping, patient: PatientFacts, origin: str, sender: _Sender
+) -> Event:
     ident = _first(message, mapping.id_fields)
     if not ident:
         raise MessageError("/".join(mapping.id_fields), f"{message.message_type} carries no "
@@ -78,9 +132,10 @@ def _event(message: V2Message, mapping: V2Mapping, patient: PatientFacts, origin
         code = source.codes(message.get(source.field) if source.field else "", facility)
         if code:
             slots[source.slot] = frozenset({code})
-    system = f"urn:hl7v2:{facility or 'local'}:{mapping.resource.lower()}"
+    path = f"{mapping.resource}/v2.{_UNSAFE.sub('-', facility)}.{_UNSAFE.sub('-', ident)}"[:64]
+    ods = sender.config.ods if sender.config else None
     return Event(
-        key=f"{mapping.resource}/v2.{_UNSAFE.sub('-', facility)}.{_UNSAFE.sub('-', ident)}"[:64],
+        key=scoped(path, sender.namespace),
         resource_type=mapping.resource,
         occurred=occurred,
         patient=patient.aliases[0],
@@ -88,11 +143,11 @@ def _event(message: V2Message, mapping: V2Mapping, patient: PatientFacts, origin
         slots=slots,
         origin=origin,
         source=f"urn:hl7v2:{message.get('MSH-3.1')}:{facility}",
-        provider=f"Organization/v2.{_UNSAFE.sub('-', facility)}" if facility else None,
+        provider=ods or (f"Organization/v2.{_UNSAFE.sub('-', facility)}" if facility else None),
         service=_first(message, mapping.service_fields) or None,
         performer=_performer(message, mapping.performer),
         version=_version(message),
-        focus={"type": mapping.resource, "identifier": {"system": system, "value": ident}},
+        focus={"type": mapping.resource, "identifier": sender.identifier(ident)},
         identifiers=(ident,),
     )
 
@@ -148,10 +203,10 @@ def _performer(message: V2Message, ref: str | None) -> dict[str, object] | None:
         return None
     name = " ".join(p for p in (message.get(f"{ref}.6"), message.get(f"{ref}.3"),
                                 message.get(f"{ref}.2")) if p)
+    # XCN.1 with no system: a v2 feed rarely says which register (GMC, NMC, local) it is from,
+    # and an invented system would be wrong on every server.
     performer: dict[str, object] = {
-        "type": "Practitioner",
-        "identifier": {"system": f"urn:hl7v2:{message.get('MSH-4.1') or 'local'}:practitioner",
-                       "value": message.get(f"{ref}.1")}}
+        "type": "Practitioner", "identifier": {"value": message.get(f"{ref}.1")}}
     if name:
         performer["display"] = name
     return performer

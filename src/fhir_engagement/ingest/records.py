@@ -75,18 +75,20 @@ class Readers:
         read = Read()
         with _guard(read, item.where, item.data):
             document = _json(item)
-            self._document(document, item.where, item.data, read)
+            self._document(document, item.where, item.data, read, item.origin)
         return read
 
     def read_document(self, document: Any, origin: str, raw: bytes = b"") -> Read:
         """Records of JSON already parsed (a notification's document, a resource fetched)."""
         read = Read()
         with _guard(read, origin, raw):
-            self._document(document, origin, raw, read)
+            self._document(document, origin, raw, read, origin)
         return read
 
-    def _document(self, document: Any, origin: str, raw: bytes, read: Read) -> None:
-        for record in self.fhir.read(document, origin):
+    def _document(self, document: Any, origin: str, raw: bytes, read: Read, place: str) -> None:
+        # The source configured for the file or folder (or --source), where the data names none.
+        namespace = self.fhir.sources.for_file(place)
+        for record in self.fhir.read(document, origin, namespace):
             if isinstance(record, InputError):
                 read.rejected.append(_with_raw(record, raw))
             else:
@@ -97,7 +99,7 @@ class Readers:
         with _guard(read, item.where, item.data):
             try:
                 read.message = parse_message(item.data)
-                read.records = read_v2(read.message, self.v2, item.origin)
+                read.records = read_v2(read.message, self.v2, item.origin, self.fhir.sources)
             except MessageError as error:
                 read.records, read.location = [], error.where
                 read.rejected.append(

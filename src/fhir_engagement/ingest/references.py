@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote
+
+from fhir_engagement.ingest.sources import Sources, base_and_path
+from fhir_engagement.model import HOME, scoped
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_IDENTIFIERS",
     "NHS_NUMBER_SYSTEM",
+    "ODS_SYSTEM",
+    "conditional_key",
     "identifier_key",
     "nhs_number_is_valid",
     "reference_key",
@@ -22,6 +28,7 @@ __all__ = [
 ]
 
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 # Real FHIR, Bundles of Bundles with contained resources and nested extensions included, stays
 # under 30 levels. 100 is far from that and from what orjson will write back (255) and Python's
 # recursion limit (1000): deeper input is hostile. Checked whole where a body arrives (a push);
@@ -45,38 +52,53 @@ def nhs_number_is_valid(value: str) -> bool:
     return check != 10 and check == int(value[9])
 
 
-def reference_key(ref: Any, aliases: Mapping[str, str], owner: str = "") -> str | None:
+def reference_key(
+    ref: Any, aliases: Mapping[str, str], owner: str = "", namespace: str = HOME,
+    sources: Sources | None = None,
+) -> str | None:
     """A stable key for a Reference in any of its real-world forms, or None for display-only.
 
-    Relative and absolute URLs become ``Type/id``; ``urn:uuid`` resolves through the Bundle's
-    fullUrls; ``#id`` is a contained resource of ``owner``; an identifier-only reference becomes
-    ``nhs:NNN`` or ``id:system|value``.
+    A relative URL is ``Type/id`` in the referring resource's ``namespace``; an absolute one is in
+    its server's (``sources``); ``urn:uuid`` resolves through the Bundle's fullUrls; ``#id`` is a
+    contained resource of ``owner``; an identifier-only or conditional reference becomes
+    ``nhs:NNN`` or ``id:system|value`` (an identifier means the same at every source).
     """
     if not isinstance(ref, dict):
         return None
     text = ref.get("reference")
     if isinstance(text, str) and text:
-        return _key_of_reference_text(text, aliases, owner)
+        return _key_of_reference_text(text, aliases, owner, namespace, sources)
     ident = ref.get("identifier")
     if isinstance(ident, dict):
         return identifier_key(ident)
     return None
 
 
-def _key_of_reference_text(text: str, aliases: Mapping[str, str], owner: str) -> str:
+def _key_of_reference_text(
+    text: str, aliases: Mapping[str, str], owner: str, namespace: str, sources: Sources | None
+) -> str:
     if text.startswith("#"):
         return f"{owner}{text}"
     if text.startswith("urn:"):
         return aliases.get(text, text)
     if "?" in text:  # conditional reference: Patient?identifier=system|value
-        query = text.split("?", 1)[1]
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if name == "identifier" and "|" in value:
-                system, _, code = value.partition("|")
-                return identifier_key({"system": system, "value": code}) or text
-        return text
-    return resource_path(text)
+        return conditional_key(text) or text
+    absolute = base_and_path(text)
+    if absolute is not None:
+        base, path = absolute
+        return scoped(path, (sources or Sources()).for_server(base))
+    return scoped(resource_path(text), namespace)
+
+
+def conditional_key(text: str) -> str | None:
+    """``Patient?identifier=system|value`` (a conditional reference or request.url) -> its key."""
+    query = text.split("?", 1)[1] if "?" in text else ""
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "identifier" and "|" in value:
+            system, _, code = unquote(value).partition("|")
+            return identifier_key({"system": system, "value": code})
+    return None
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:

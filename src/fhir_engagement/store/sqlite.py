@@ -256,11 +256,8 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     # -- children and their status ----------------------------------------------------------
-    def add_patient(self, facts: PatientFacts) -> None:
-        """Record every alias; a child already known by any alias keeps its key."""
-        known = [self._aliases[a] for a in facts.aliases if a in self._aliases]
-        fresh = f"nhs:{facts.nhs_number}" if facts.nhs_number else facts.aliases[0]
-        child = known[0] if known else fresh
+    def add_patient(self, facts: PatientFacts, child: str) -> None:
+        """File every alias of ``facts`` under ``child`` (identity.py chose it, merging first)."""
         for alias in (*facts.aliases, child):
             if alias not in self._aliases:
                 self._aliases[alias] = child
@@ -269,6 +266,30 @@ class SqliteStore:
         if facts.birth_date or child not in self._births:
             self._births[child] = facts.birth_date or self._births.get(child)
             self._pending_children.add(child)
+
+    def aliases_of(self, child: str) -> frozenset[str]:
+        return frozenset(self._by_child.get(child, ()))
+
+    def merge_children(self, old: str, into: str) -> None:
+        """One child known twice (a record joined two histories): ``old``'s names, birth date,
+        history and outputs become ``into``'s. Rare, so it writes through at once."""
+        self._flush()
+        moved = self._by_child.pop(old, set()) | {old}
+        for alias in moved:
+            self._aliases[alias] = into
+        self._by_child[into] |= moved
+        self._exec("UPDATE aliases SET child = ? WHERE child = ?", (into, old))
+        self._exec("INSERT OR REPLACE INTO aliases (alias, child) VALUES (?, ?)", (old, into))
+        for table in ("signals", "outputs"):
+            self._exec(f"UPDATE {table} SET child = ? WHERE child = ?", (into, old))
+        self._exec("DELETE FROM children WHERE child = ?", (old,))
+        birth = self._births.pop(old, None)
+        self._births[into] = self._births.get(into) or birth
+        self._pending_children.add(into)
+        # Both histories are read again, merged in event-time order, on next use.
+        self._history.pop(old, None)
+        self._history.pop(into, None)
+        self._stored_children.add(into)
 
     def child_of(self, alias: str) -> ChildRecord | None:
         child = self._aliases.get(alias)

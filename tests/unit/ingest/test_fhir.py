@@ -18,8 +18,11 @@ ALIASES = {"urn:uuid:8c5e4a1e-0000-4000-8000-000000000001": "Patient/p9"}
     ("ref", "expected"),
     [
         ({"reference": "Patient/p1"}, "Patient/p1"),
-        ({"reference": "https://fhir.example.org/r4/Patient/p1"}, "Patient/p1"),
-        ({"reference": "https://fhir.example.org/r4/Patient/p1/_history/3"}, "Patient/p1"),
+        # An absolute reference names its server: Patient/p1 there is not Patient/p1 here.
+        ({"reference": "https://fhir.example.org/r4/Patient/p1"},
+         "Patient/p1@https://fhir.example.org/r4"),
+        ({"reference": "https://fhir.example.org/r4/Patient/p1/_history/3"},
+         "Patient/p1@https://fhir.example.org/r4"),
         ({"reference": "urn:uuid:8c5e4a1e-0000-4000-8000-000000000001"}, "Patient/p9"),
         ({"reference": "urn:uuid:not-in-this-bundle"}, "urn:uuid:not-in-this-bundle"),
         ({"reference": "#kid"}, "Appointment/a1#kid"),

@@ -12,6 +12,7 @@ from fhir_engagement.errors import MessageError, RecordError, UnreadableError
 from fhir_engagement.ingest.fhir import Reader
 from fhir_engagement.ingest.files import Skipped, iter_items
 from fhir_engagement.ingest.records import Kind, RawItem, Readers
+from fhir_engagement.ingest.sources import Sources
 from fhir_engagement.ingest.v2map import load_v2_mappings
 from fhir_engagement.model import Event, PatientFacts
 from tests.conftest import MAPPINGS
@@ -114,7 +115,9 @@ def test_a_v2_message_of_a_type_nobody_maps_gives_nothing_and_no_rejection(
 class _Exploding:
     """A reader that fails in a way nobody foresaw."""
 
-    def read(self, document: Any, origin: str) -> Any:
+    sources = Sources()
+
+    def read(self, document: Any, origin: str, namespace: str | None = None) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
 

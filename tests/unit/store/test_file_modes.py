@@ -31,7 +31,7 @@ def test_the_store_wal_shm_and_lock_are_0600_in_a_0700_folder(tmp_path: Path) ->
     store = SqliteStore(str(location))
     try:
         store.add_patient(PatientFacts(aliases=("nhs:9990001073",), nhs_number="9990001073",
-                                       birth_date="2015-05-05"))
+                                       birth_date="2015-05-05"), "nhs:9990001073")
         store.commit()  # a write: the WAL holds data now
         files = [location, *(Path(f"{location}{end}") for end in ("-wal", "-shm", ".lock"))]
         assert {f.name: _mode(f) for f in files} == {f.name: 0o600 for f in files}

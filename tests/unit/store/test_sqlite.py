@@ -178,27 +178,40 @@ def test_a_retracted_signal_leaves_the_history_now_and_after_reopening(
 
 # -- patients and their aliases -------------------------------------------------------------
 def test_every_alias_of_a_child_resolves_to_one_key(db: SqliteStore) -> None:
-    db.add_patient(PatientFacts(("id:pas|123",), None, "2019-05-01"))
-    db.add_patient(PatientFacts((f"nhs:{NHS}", "id:pas|123"), NHS, None))  # PAS learns the NHS no.
-    db.add_patient(PatientFacts(("Patient/p9", f"nhs:{NHS}"), NHS, None))  # the FHIR twin
-    first = db.child_of("id:pas|123")
-    assert first is not None
-    assert first.key == "id:pas|123"  # the key a child was first known by stays
-    assert db.child_of(f"nhs:{NHS}") == first
-    assert db.child_of("Patient/p9") == first
-    assert first.birth_date == "2019-05-01"  # a later message without a birth date keeps it
-    assert db.child_of("Patient/unknown") is None
-
-
-def test_a_new_child_with_an_nhs_number_is_keyed_by_it(db: SqliteStore) -> None:
-    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, "2020"))
+    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, "2020"), f"nhs:{NHS}")
     child = db.child_of("Patient/p1")
     assert child is not None
     assert (child.key, child.birth_date) == (f"nhs:{NHS}", "2020")
+    assert db.child_of(f"nhs:{NHS}") == child
+    assert db.aliases_of(f"nhs:{NHS}") == {"Patient/p1", f"nhs:{NHS}"}
+    assert db.child_of("Patient/unknown") is None
+
+
+def test_merging_two_children_moves_names_history_and_outputs(db: SqliteStore, path: str) -> None:
+    db.add_patient(PatientFacts(("id:pas|123",), None, "2019-05-01"), "id:pas|123")
+    db.add_signal("id:pas|123", _item("Appointment/a1", 0), "child", "test")
+    db.add_signal(f"nhs:{NHS}", _item("Appointment/a2", 1), "child", "test")
+    run = db.start_run("merge")
+    db.put_output(OutputRow("t1", "Task", "id:pas|123", b"{}"), run)
+    db.commit()
+    db.merge_children("id:pas|123", f"nhs:{NHS}")
+    db.commit()
+    merged = db.child_of("id:pas|123")
+    assert merged is not None
+    assert (merged.key, merged.birth_date) == (f"nhs:{NHS}", "2019-05-01")
+    history = [h.event_key for h in db.history_before(f"nhs:{NHS}", T0 + timedelta(days=9))]
+    assert history == ["Appointment/a1", "Appointment/a2"]  # both, in event-time order
+    assert [r.id for r in db.child_outputs(f"nhs:{NHS}")] == ["t1"]
+    db.close()
+    again = SqliteStore(path)
+    try:
+        assert again.child_of("id:pas|123") == merged  # durable, and the indexes agree
+    finally:
+        again.close()
 
 
 def test_status_facts_are_found_by_any_alias_of_the_child(db: SqliteStore) -> None:
-    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, None))
+    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, None), f"nhs:{NHS}")
     fact = StatusFact("EpisodeOfCare/e1", "Patient/p1", frozenset({"cpp"}), T0, None, True)
     db.add_status(fact)
     assert db.status_facts(f"nhs:{NHS}") == [fact]
@@ -206,7 +219,7 @@ def test_status_facts_are_found_by_any_alias_of_the_child(db: SqliteStore) -> No
 
 # -- durability -----------------------------------------------------------------------------
 def test_what_was_committed_survives_close_and_reopen(db: SqliteStore, path: str) -> None:
-    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, "2020-01-01"))
+    db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, "2020-01-01"), f"nhs:{NHS}")
     db.add_event_aliases(["Appointment/a1", "urn:pas|a1"], "Appointment/a1")
     db.add_signal(f"nhs:{NHS}", _item("Appointment/a1", 0), "child", "test")
     run = db.start_run("durable")
@@ -230,7 +243,7 @@ def test_what_was_committed_survives_close_and_reopen(db: SqliteStore, path: str
 
 
 def test_what_was_not_committed_is_gone_after_reopening(db: SqliteStore, path: str) -> None:
-    db.add_patient(PatientFacts(("Patient/p1",), None, None))
+    db.add_patient(PatientFacts(("Patient/p1",), None, None), "Patient/p1")
     db.add_signal("Patient/p1", _item("Appointment/a1", 0), "child", "test")
     db.put_output(OutputRow("t1", "Task", "Patient/p1", b"{}"), db.start_run("lost"))
     db.dead_letter("x", "y", b"z")
@@ -245,9 +258,9 @@ def test_what_was_not_committed_is_gone_after_reopening(db: SqliteStore, path: s
 
 
 def test_rollback_forgets_the_writes_since_the_last_commit(db: SqliteStore) -> None:
-    db.add_patient(PatientFacts(("Patient/kept",), None, None))
+    db.add_patient(PatientFacts(("Patient/kept",), None, None), "Patient/kept")
     db.commit()
-    db.add_patient(PatientFacts(("Patient/half",), None, None))
+    db.add_patient(PatientFacts(("Patient/half",), None, None), "Patient/half")
     db.dead_letter("x", "y", b"z")
     db.rollback()
     assert db.child_of("Patient/kept") is not None
