@@ -13,6 +13,7 @@ import uuid
 __all__ = [
     "DEVICE_SYSTEM",
     "FLAG_SYSTEM",
+    "NHS_NUMBER_SYSTEM",
     "TASK_SYSTEM",
     "flag_id",
     "full_url",
