@@ -145,7 +145,7 @@ STORE_WRITES = frozenset({
     "retract", "put_output", "enqueue_delivery", "delivery_done", "delivery_retry",
     "delivery_dead", "delivery_again", "subscription_seen", "set_meta", "inbox_put",
     "inbox_done", "inbox_failed", "inbox_set_state", "dead_letter", "forget_dead_letter",
-    "record_access"})
+    "record_access", "set_server_patient", "forget_server_patient"})
 
 
 class RefusingStore:

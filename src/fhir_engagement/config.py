@@ -134,6 +134,9 @@ class Settings(BaseModel):
     # how long a rotated subscription secret is still accepted (seconds), so in-flight
     # notifications signed with the old one are not lost
     subscription_secret_grace: float = 3600.0
+    # write-back: how long (seconds) a target server's Patient id found by NHS-number search is
+    # reused before the server is asked again (live/patients.py; "none found" is kept 10 min at most)
+    server_patient_ttl: float = Field(default=86400.0, gt=0)
 
     @field_validator("sources")
     @classmethod

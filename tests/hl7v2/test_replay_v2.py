@@ -42,8 +42,8 @@ def test_s26_is_not_brought_whatever_sch25_says(tmp_path: Path, engine: Engine,
     assert _tasks(result) == [("review-impact", "routine")]
     task = next(e["resource"] for e in result.bundle["entry"]
                 if e["resource"]["resourceType"] == "Task")
-    assert task["for"] == {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number",
-                                          "value": NHS}, "type": "Patient"}
+    assert task["for"] == {"reference": f"Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|{NHS}",
+                           "type": "Patient"}
     assert task["focus"]["identifier"]["value"] == "A100"
     assert task["owner"]["identifier"]["value"] == "C1234567"  # AIP-3: who expected the child
 

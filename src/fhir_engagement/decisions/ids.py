@@ -15,6 +15,7 @@ from fhir_engagement.model import HOME, split_key
 __all__ = [
     "DEVICE_SYSTEM",
     "FLAG_SYSTEM",
+    "NHS_NUMBER_SYSTEM",
     "TASK_SYSTEM",
     "describe",
     "event_reference",
@@ -68,9 +69,17 @@ NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 
 
 def reference_for(key: str) -> dict[str, object]:
-    """A Reference a FHIR server can resolve, from a patient/event key (never a urn:uuid)."""
+    """A Reference a FHIR server can resolve, from a patient/event key (never a urn:uuid).
+
+    A child known by NHS number is named by the conditional reference R4 allows inside a
+    transaction (http.html#trules), not by an identifier-only Reference: servers that index only
+    literal references (HAPI's default) never show an identifier-only subject under
+    ``Task?patient=``. The outbox makes it literal (``Patient/{id}``) against the target server
+    before posting (live/patients.py); a dry run keeps it as it is.
+    """
     if key.startswith("nhs:"):
-        return {"identifier": {"system": NHS_NUMBER_SYSTEM, "value": key[4:]}, "type": "Patient"}
+        return {"reference": f"Patient?identifier={NHS_NUMBER_SYSTEM}|{key[4:]}",
+                "type": "Patient"}
     if key.startswith("id:"):
         system, _, value = key[3:].partition("|")
         return {"identifier": {"system": system, "value": value}, "type": "Patient"}

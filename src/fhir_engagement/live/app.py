@@ -129,7 +129,8 @@ async def _fhir(app: web.Application) -> AsyncIterator[None]:
             client = FhirClient(settings.fhir_base, session, token_source(settings, session))
             app[CLIENT] = client
         inbox = app[FHIR_INBOX] = FhirInbox(app[PIPELINE], client, settings.inbox_max_attempts)
-        outbox = Outbox(app[STORE], client) if client is not None else None
+        outbox = (Outbox(app[STORE], client, patient_ttl=settings.server_patient_ttl)
+                  if client is not None else None)
         supervisor.start("fhir-inbox", lambda: _worker(partial(inbox.drain, _BATCH), app[WAKE]))
         if outbox is not None:
             supervisor.start("outbox", lambda: outbox.run(asyncio.Event()))

@@ -12,6 +12,11 @@ times, then dead-lettered; 401/403 -> one new token (in the client), then dead-l
 refused; any other 4xx, or a malformed answer -> dead-lettered with the reason, for a person to
 look at (``deadletter`` command). Anything else going wrong with one batch (a bug, an answer nobody
 foresaw) makes that batch a dead letter too: one bad batch never stops the worker.
+
+Before a batch goes, the child it names by conditional reference (``Patient?identifier=``) is
+named by the target server's literal ``Patient/{id}`` (live/patients.py, cached in the store), or
+by identifier when the server holds no such Patient or several. A 404/410 to a batch that named a
+cached Patient (merged or deleted on the server) forgets those answers and sends it once more.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ import contextlib
 import copy
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 import aiohttp
@@ -33,19 +40,23 @@ from tenacity.wait import wait_random_exponential
 from fhir_engagement.config import Settings
 from fhir_engagement.decisions.bundle import transaction
 from fhir_engagement.decisions.flag import never_lower
+from fhir_engagement.decisions.references import Criterion, patient_criteria, resolve_patients
 from fhir_engagement.errors import (
     ConflictError,
     DeliveryError,
+    PermanentDeliveryError,
     RetryableDeliveryError,
     StoreError,
 )
 from fhir_engagement.fhirserver.auth import token_source
 from fhir_engagement.fhirserver.client import FhirClient
+from fhir_engagement.live.patients import DEFAULT_TTL, PatientDirectory
 from fhir_engagement.store.base import Store
 
 __all__ = ["DeliveryReport", "Outbox", "deliver_pending"]
 
 _LOG = logging.getLogger(__name__)
+_GONE = frozenset({HTTPStatus.NOT_FOUND, HTTPStatus.GONE})
 
 
 @dataclass
@@ -69,9 +80,10 @@ class Outbox:
 
     def __init__(
         self, store: Store, client: FhirClient, *, tries: int = 4, max_wait: float = 10.0,
-        max_backoff: float = 60.0, batch_limit: int = 200,
+        max_backoff: float = 60.0, batch_limit: int = 200, patient_ttl: float = DEFAULT_TTL,
     ) -> None:
         self.store, self.client = store, client
+        self.patients = PatientDirectory(store, client, patient_ttl)
         self.tries, self.max_wait, self.max_backoff = tries, max_wait, max_backoff
         self.batch_limit = batch_limit
 
@@ -118,7 +130,7 @@ class Outbox:
         bundle: dict[str, Any] = {}
         try:
             bundle = transaction((r.id, r.kind, r.resource) for r in rows)
-            await self._send(bundle)
+            await self._send_named(bundle)
         except RetryableDeliveryError as error:
             return self._reschedule(batch, attempts, error)
         except DeliveryError as error:  # refused, still conflicting, or a malformed answer
@@ -152,6 +164,26 @@ class Outbox:
         self.store.delivery_dead(batch, reason)
         self.store.dead_letter(f"delivery {batch}", reason, orjson.dumps(bundle))
         return DeliveryReport(dead=1)
+
+    async def _send_named(self, bundle: dict[str, Any]) -> None:
+        """Send the batch with its children named as the server knows them.
+
+        A 404/410 to a batch that named a Patient from the store may mean the Patient was merged
+        or deleted since: those answers are forgotten and the batch goes once more, asked afresh.
+        A second refusal is the batch's own (dead-lettered as any other).
+        """
+        criteria = set().union(*(patient_criteria(e["resource"]) for e in bundle["entry"]))
+        resolution = await self.patients.resolve(criteria)
+        try:
+            await self._send(_named(bundle, resolution.answers))
+        except PermanentDeliveryError as error:
+            if error.status not in _GONE or not resolution.cached:
+                raise
+            _LOG.warning("delivery refused (HTTP %s) naming %d Patient(s) from the cache; "
+                         "asking the server again", error.status, len(resolution.cached))
+            self.patients.forget(resolution.cached)
+            fresh = await self.patients.resolve(criteria)
+            await self._send(_named(bundle, fresh.answers))
 
     async def _send(self, bundle: dict[str, Any]) -> None:
         """The transaction, tried again on a transient failure or a version conflict.
@@ -210,7 +242,15 @@ async def deliver_pending(store: Store, settings: Settings) -> DeliveryReport:
     """Send what is pending to the settings' FHIR server, for at most ``deliver_timeout`` s."""
     async with aiohttp.ClientSession() as session:
         client = FhirClient(settings.fhir_base or "", session, token_source(settings, session))
-        return await Outbox(store, client).drain(settings.deliver_timeout)
+        outbox = Outbox(store, client, patient_ttl=settings.server_patient_ttl)
+        return await outbox.drain(settings.deliver_timeout)
+
+
+def _named(bundle: dict[str, Any], answers: Mapping[Criterion, str | None]) -> dict[str, Any]:
+    """A new Bundle, each entry's conditional Patient references resolved; the batch as stored
+    (and as a dead letter keeps it) stays conditional, to be resolved afresh when retried."""
+    return {**bundle, "entry": [{**e, "resource": resolve_patients(e["resource"], answers)}
+                                for e in bundle["entry"]]}
 
 
 def _repoint(bundle: dict[str, Any], old: str, new: str) -> None:

@@ -28,6 +28,8 @@ __all__ = [
     "Outputs",
     "ReplayBundles",
     "ReportQueries",
+    "ServerPatient",
+    "ServerPatients",
     "SignalRow",
     "SituationRow",
     "Store",
@@ -130,6 +132,29 @@ class DeliveryQueue(Protocol):
     def delivery_counts(self) -> dict[str, int]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ServerPatient:
+    """What a FHIR server answered when asked for a child's Patient by identifier, and when.
+
+    ``patient_id`` is None when it held no such Patient, or several (no one to choose).
+    """
+
+    patient_id: str | None
+    checked: datetime
+
+
+class ServerPatients(Protocol):
+    """Each target server's Patient for a child's identifier, cached for the outbox.
+
+    Keyed by the server's base URL: ``Patient/1`` at one server is not ``Patient/1`` at another.
+    """
+
+    def server_patient(self, server: str, system: str, value: str) -> ServerPatient | None: ...
+    def set_server_patient(self, server: str, system: str, value: str,
+                           answer: ServerPatient) -> None: ...
+    def forget_server_patient(self, server: str, system: str, value: str) -> None: ...
+
+
 class Inbox(Protocol):
     """Live input kept before it is acknowledged, and what the listeners remember of feeds."""
 
@@ -207,8 +232,8 @@ class Audit(Protocol):
 
 
 class Store(
-    Transactional, ChildHistory, Outputs, DeliveryQueue, Inbox, DeadLetters, ReplayBundles,
-    ReportQueries, Audit, Protocol,
+    Transactional, ChildHistory, Outputs, DeliveryQueue, ServerPatients, Inbox, DeadLetters,
+    ReplayBundles, ReportQueries, Audit, Protocol,
 ):
     """Every role at once: what one database (SQLite today) provides to the whole adapter.
 

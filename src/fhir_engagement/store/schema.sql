@@ -133,3 +133,17 @@ CREATE TABLE IF NOT EXISTS bundles (
   path TEXT NOT NULL,
   written INTEGER NOT NULL DEFAULT 0
 );
+
+-- Write-back: which Patient a target FHIR server holds for a child's identifier (live/patients.py),
+-- so a batch names the child by a literal Patient/{id} with one search per child per server.
+-- patient_id NULL: the server held none, or several (asked again sooner). `checked` is when the
+-- server was asked (the time to live runs from it). New in this version; CREATE IF NOT EXISTS is
+-- its migration: an older store gets the empty table on open, and every child is searched once.
+CREATE TABLE IF NOT EXISTS server_patients (
+  server TEXT NOT NULL,
+  system TEXT NOT NULL,
+  value TEXT NOT NULL,
+  patient_id TEXT,
+  checked TEXT NOT NULL,
+  PRIMARY KEY (server, system, value)
+);

@@ -30,6 +30,7 @@ from fhir_engagement.store.base import (
     ChildSignal,
     InboxRow,
     OutputRow,
+    ServerPatient,
     SignalRow,
     SituationRow,
 )
@@ -449,6 +450,23 @@ class SqliteStore:
     def delivery_counts(self) -> dict[str, int]:
         self._flush()
         return dict(self._exec("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
+
+    # -- each target server's Patient for a child's identifier ----------------------------
+    def server_patient(self, server: str, system: str, value: str) -> ServerPatient | None:
+        row = self._exec("SELECT patient_id, checked FROM server_patients "
+                         "WHERE server = ? AND system = ? AND value = ?",
+                         (server, system, value)).fetchone()
+        return None if row is None else ServerPatient(row[0], from_text(row[1]))
+
+    def set_server_patient(self, server: str, system: str, value: str,
+                           answer: ServerPatient) -> None:
+        self._exec("INSERT OR REPLACE INTO server_patients "
+                   "(server, system, value, patient_id, checked) VALUES (?, ?, ?, ?, ?)",
+                   (server, system, value, answer.patient_id, to_text(answer.checked)))
+
+    def forget_server_patient(self, server: str, system: str, value: str) -> None:
+        self._exec("DELETE FROM server_patients WHERE server = ? AND system = ? AND value = ?",
+                   (server, system, value))
 
     # -- subscriptions and small facts -------------------------------------------------------
     def subscription_seen(self, subscription: str, kind: str, last_event: int | None) -> int:

@@ -75,8 +75,8 @@ def test_full_url_is_a_stable_urn_uuid() -> None:
 @pytest.mark.parametrize(
     ("key", "expected"),
     [
-        ("nhs:9912003888", {"identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number",
-                                           "value": "9912003888"}, "type": "Patient"}),
+        ("nhs:9912003888", {"reference": "Patient?identifier=https://fhir.nhs.uk/Id/nhs-number"
+                                         "|9912003888", "type": "Patient"}),
         ("id:urn:trust:mrn|77", {"identifier": {"system": "urn:trust:mrn", "value": "77"},
                                  "type": "Patient"}),
         ("Patient/p1", {"reference": "Patient/p1"}),

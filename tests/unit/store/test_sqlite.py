@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
 from fhir_engagement.store import SqliteStore
-from fhir_engagement.store.base import OutputRow
+from fhir_engagement.store.base import OutputRow, ServerPatient
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 NHS = "9434765919"
@@ -279,5 +280,56 @@ def test_a_delivery_still_in_the_write_buffer_is_updated_not_silently_missed(
         assert store.delivery_again("b1")
         store.delivery_done("b1")
         assert store.delivery_counts() == {"done": 1}
+    finally:
+        store.close()
+
+
+# -- each target server's Patient for a child's identifier -----------------------------------
+SERVER_A, SERVER_B = "http://a.example/fhir", "http://b.example/fhir"
+NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
+
+
+def test_a_server_patient_answer_is_kept_per_server_across_a_reopen(
+    db: SqliteStore, path: str
+) -> None:
+    db.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, ServerPatient("p1", T0))
+    db.set_server_patient(SERVER_B, NHS_SYSTEM, NHS, ServerPatient(None, T0))
+    db.commit()
+    db = _reopen(db, path)
+    try:
+        assert db.server_patient(SERVER_A, NHS_SYSTEM, NHS) == ServerPatient("p1", T0)
+        assert db.server_patient(SERVER_B, NHS_SYSTEM, NHS) == ServerPatient(None, T0)
+        assert db.server_patient(SERVER_A, NHS_SYSTEM, "9434765870") is None
+        assert db.server_patient(SERVER_A, "urn:other", NHS) is None
+    finally:
+        db.close()
+
+
+def test_a_newer_answer_replaces_the_older_and_forgetting_removes_it(db: SqliteStore) -> None:
+    db.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, ServerPatient("p1", T0))
+    later = ServerPatient("p2", T0 + timedelta(days=1))
+    db.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, later)
+    assert db.server_patient(SERVER_A, NHS_SYSTEM, NHS) == later
+    db.forget_server_patient(SERVER_A, NHS_SYSTEM, NHS)
+    assert db.server_patient(SERVER_A, NHS_SYSTEM, NHS) is None
+
+
+def test_an_uncommitted_answer_is_rolled_back(db: SqliteStore) -> None:
+    db.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, ServerPatient("p1", T0))
+    db.rollback()
+    assert db.server_patient(SERVER_A, NHS_SYSTEM, NHS) is None
+
+
+def test_an_older_store_gets_the_server_patients_table_on_open(path: str) -> None:
+    """The migration: a store file made before the table existed opens and caches answers."""
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    old.commit()
+    old.close()
+    store = SqliteStore(path)
+    try:
+        store.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, ServerPatient("p1", T0))
+        store.commit()
+        assert store.server_patient(SERVER_A, NHS_SYSTEM, NHS) == ServerPatient("p1", T0)
     finally:
         store.close()
