@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -147,3 +148,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     headers = {"Accept": "application/fhir+json"}
     async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         yield session
+
+
+async def put_patients(http: aiohttp.ClientSession, base: str, bundle: dict[str, Any]) -> None:
+    """Put a scenario's Patients on the server, as a trust's FHIR server holds its children: the
+    adapter names a child by the server's own Patient/{id}, found by NHS number (rules.md s.7)."""
+    for entry in bundle["entry"]:
+        patient = entry["resource"]
+        if patient["resourceType"] == "Patient":
+            async with http.put(f"{base}/Patient/{patient['id']}", json=patient) as resp:
+                assert resp.status in (200, 201), await resp.text()

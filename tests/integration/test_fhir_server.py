@@ -31,7 +31,7 @@ from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
 from tests.conftest import SCENARIOS
-from tests.integration.conftest import FhirServer
+from tests.integration.conftest import FhirServer, put_patients
 
 FHIR_JSON = "application/fhir+json"
 NOTIFICATION_WAIT = 10.0  # seconds; sekmet delivers a rest-hook notification within a second
@@ -237,6 +237,10 @@ async def test_the_adapters_own_bundle_is_accepted_and_idempotent(
     """What the decision builders really write (a replayed scenario), not a hand-made Bundle."""
     bundle = replay([SCENARIOS / "07-persistent-wnb-ladder"], engine, store).bundle
     assert bundle["entry"], "the scenario decides nothing"
+    # The dry-run Bundle names the child by a conditional reference (NHS number): the server
+    # resolves it to the child it holds.
+    scenario = orjson.loads((SCENARIOS / "07-persistent-wnb-ladder" / "bundle.json").read_bytes())
+    await put_patients(http, fhir_server.base_url, scenario)
 
     status, _, first = await fhir(http, "POST", fhir_server.base_url, bundle)
     assert status == HTTPStatus.OK, first

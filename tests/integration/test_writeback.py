@@ -26,7 +26,7 @@ from fhir_engagement.store import SqliteStore
 from fhir_engagement.store.base import OutputRow
 from tests.conftest import SCENARIOS
 from tests.hl7v2.messages import nhs_number
-from tests.integration.conftest import FhirServer
+from tests.integration.conftest import FhirServer, put_patients
 
 LADDER = SCENARIOS / "07-persistent-wnb-ladder"
 EXPECTED_TASKS = len(tomllib.loads((LADDER / "expected.toml").read_text())["task"])
@@ -170,6 +170,7 @@ async def test_a_flag_a_clinician_ended_is_not_revived_and_tasks_point_at_it(
     first, second = _split_ladder(tmp_path, "ended", nhs_number(5101))
     store = SqliteStore(str(tmp_path / "s.sqlite3"))
     try:
+        await put_patients(http, fhir_server.base_url, json.loads((first / "b.json").read_text()))
         replay([first], engine, store)
         await _deliver(store, fhir_server.base_url)
         flag = await _the_flag(http, fhir_server.base_url, "ended")
@@ -197,6 +198,7 @@ async def test_a_priority_a_person_raised_is_kept_when_the_adapter_escalates(
     first, second = _split_ladder(tmp_path, "raised", nhs_number(5202))
     store = SqliteStore(str(tmp_path / "s.sqlite3"))
     try:
+        await put_patients(http, fhir_server.base_url, json.loads((first / "b.json").read_text()))
         replay([first], engine, store)
         await _deliver(store, fhir_server.base_url)
         async with http.get(f"{fhir_server.base_url}/Flag",
