@@ -16,6 +16,7 @@ __all__ = [
     "ACTION_CODES",
     "CONCERN_CODES",
     "REFERENCE_SLOTS",
+    "SERVICE_ELEMENTS",
     "SIGNAL_CODES",
     "SLOTS",
     "STATUS_SYSTEMS",
@@ -188,6 +189,14 @@ STATUS_SYSTEMS: Mapping[str, str] = {
     "Encounter": "http://hl7.org/fhir/encounter-status",
     "Procedure": "http://hl7.org/fhir/event-status",
     "ServiceRequest": "http://hl7.org/fhir/request-status",
+}
+# The elements a mapping file's `service` list may name, in the order the service is looked for
+# (rules.md s.7: the HealthcareService or clinic reference, then the specialty / serviceType code).
+# serviceCategory is absent on purpose: a service *category* is never the service.
+SERVICE_ELEMENTS: Mapping[str, frozenset[str]] = {
+    "Appointment": frozenset({"participant:HealthcareService", "participant:Location",
+                              "serviceType.reference", "specialty", "serviceType"}),
+    "Encounter": frozenset({"serviceType.reference", "location", "serviceType"}),
 }
 # Slots whose values are references (read from extensions), not codes.
 REFERENCE_SLOTS = frozenset({"provider"})

@@ -88,7 +88,7 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     rules = load_rules(settings.mappings_dir)
     systems = load_codesystems(codesystems or default_codesystems_dir())
     status_codes = frozenset().union(*(s.codes | s.ended_by for s in mappings.statuses))
-    reader = Reader(mappings.extensions, status_codes, settings.source)
+    reader = Reader(mappings.extensions, status_codes, settings.source, mappings.services)
     v2 = load_v2_mappings(settings.mappings_dir / "hl7v2")
     return Engine(mappings, rules, systems, Readers(reader, v2))
 

@@ -84,9 +84,14 @@ def test_the_evidence_names_the_misses_and_the_event(p: Patterns) -> None:
         ([item("not-brought", 400, service="dental")], "single"),
         ([item("not-brought", 400, service="paeds"), item("attended", 380, service="dental")],
          "repeat"),
+        ([item("not-brought", 3 * 365, service="paeds"),
+          item("not-brought", 2 * 365, service="dental")], "repeat"),
+        ([item("not-brought", 800, service="paeds"), item("attended", 790, service="paeds"),
+          item("not-brought", 400, service="paeds")], "repeat"),
     ],
     ids=["consecutive", "attended in between", "a cancellation is not an outcome",
-         "other service", "attended elsewhere"],
+         "other service", "attended elsewhere", "years apart, however far",
+         "the last two at the service"],
 )
 def test_two_consecutive_misses_for_the_same_service_are_repeat(
     p: Patterns, history: list[HistoryItem], stage: str
