@@ -93,6 +93,18 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     return Engine(mappings, rules, systems, Readers(reader, v2))
 
 
+def _raised_again(event: Event, row: SignalRow) -> bool:
+    """A retracted signal comes back only with a version later than the one that raised it (a
+    no-show keyed in error, corrected, then a real no-show): the same version re-sent, as when a
+    replay reads its files again, must not raise it a second time. A correction that raises no
+    signal of its own (a cancelled discharge) leaves no newer version in the store to make the
+    re-sent original stale, so this is what keeps it retracted. Unversioned events cannot tell a
+    re-send from a change, so for them a retracted signal is raised again, as before."""
+    if not row.retracted:
+        return False
+    return not event.version or not row.version or event.version > row.version
+
+
 class Pipeline:
     """Applies the guidance to records, writing outputs to the store's outbox for one run."""
 
@@ -204,7 +216,8 @@ class Pipeline:
             self.stats["stale versions"] += 1
             return
         codes = {s.code for s in signals}
-        new = [s for s in signals if s.code not in previous or previous[s.code].retracted]
+        new = [s for s in signals
+               if s.code not in previous or _raised_again(event, previous[s.code])]
         gone = [c for c, row in previous.items()
                 if c not in codes and c in _RETRACTABLE and not row.retracted]
         if gone and not is_correction(event, self.engine.mappings):

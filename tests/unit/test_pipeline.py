@@ -83,6 +83,26 @@ def test_the_same_event_twice_adds_nothing(engine: Engine, store: SqliteStore) -
     assert _kinds(store, first) != []
 
 
+def _versioned(status: str, version: str, **fields: Any) -> dict[str, Any]:
+    return {**_noshow(), "status": status, "meta": {"versionId": version}, **fields}
+
+
+def test_a_retracted_signal_is_raised_again_only_by_a_later_version(
+    engine: Engine, store: SqliteStore
+) -> None:
+    """A no-show corrected by a version that raises nothing (entered in error) stays retracted
+    when the original is re-sent; a later no-show version raises it again."""
+    run = store.start_run("test")
+    pipeline = Pipeline(engine, store, run)
+    _apply(pipeline, engine, _bundle(CHILD, _versioned("noshow", "1")))
+    _apply(pipeline, engine, _bundle(_versioned("entered-in-error", "2")))
+    assert pipeline.stats["retracted not-brought"] == 1
+    _apply(pipeline, engine, _bundle(_versioned("noshow", "1")))
+    assert pipeline.stats["signal not-brought"] == 1
+    _apply(pipeline, engine, _bundle(_versioned("noshow", "3")))
+    assert pipeline.stats["signal not-brought"] == 2
+
+
 def test_an_unforeseen_failure_on_one_event_is_a_dead_letter_and_the_next_goes_on(
     engine: Engine, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
