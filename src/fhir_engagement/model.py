@@ -30,6 +30,7 @@ __all__ = [
     "Signal",
     "StatusFact",
     "StatusRule",
+    "situations_of",
 ]
 
 Reference = Mapping[str, Any]
@@ -112,6 +113,15 @@ class HistoryItem:
     provider: str | None = None
     situation: str = ""
     asked: frozenset[str] = frozenset()
+
+
+def situations_of(situation: str) -> tuple[str, ...]:
+    """The rules-table rows one signal raised, as kept in its history row.
+
+    Usually one; a missed appointment that also completes an alternation raises its WNB row and
+    ``intermittent``, kept as ``repeat-wnb+intermittent`` (so "raised once per window" holds).
+    """
+    return tuple(p for p in situation.split("+") if p)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
 from fhir_engagement.decisions.validate import InvalidOutputError, OutputValidator
 from fhir_engagement.errors import InputError, RecordError, StoreError, UnreadableError
-from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
+from fhir_engagement.guidance.decide import Situation, decide_all, decide_retraction
 from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
 from fhir_engagement.ingest.fhir import Reader, Record
@@ -57,7 +57,8 @@ __all__ = ["Engine", "Pipeline", "load_engine"]
 
 _LOG = logging.getLogger(__name__)
 
-# Signals that only feed patterns and chronology; every other one is acted on, so validated.
+# Signals never acted on alone: they feed patterns and chronology (an attendance may complete an
+# alternation, which the guidance then acts on). Undated, they cannot be placed, so are ignored.
 _PASSIVE = frozenset({"attended"})
 # A correction can take these back (noshow keyed in error, a discharge cancelled).
 _RETRACTABLE = frozenset({"not-brought", "no-access-visit", "family-cancelled",
@@ -239,8 +240,8 @@ class Pipeline:
         decided = [(signal, self._decide(event, signal, child, band)) for signal in new]
         if event.raw is not None and (gone or any(d for _, d in decided)):
             validate_input(event.raw, event.origin)  # only what the adapter will act on
-        for signal, decision in decided:
-            self._record(event, signal, child, band, decision)
+        for signal, decisions in decided:
+            self._record(event, signal, child, band, decisions)
         for code in sorted(gone):
             self._retract(event, code, child)
 
@@ -273,26 +274,31 @@ class Pipeline:
         years = age_in_years(birth, event.occurred.astimezone(self._tz).date())
         return child, age_band(years, self.engine.rules.patterns)
 
-    def _decide(self, event: Event, signal: Signal, child: str, band: str) -> Decision | None:
-        if band == "adult" or signal.code in _PASSIVE:
-            return None
+    def _decide(
+        self, event: Event, signal: Signal, child: str, band: str
+    ) -> tuple[Decision, ...]:
+        if band == "adult":
+            return ()
         history = self.store.history_before(child, event.occurred)
         status = child_status(self.store.status_facts(child), event.occurred,
                               self.engine.mappings.statuses, band)
-        return decide(Situation(event, signal.code, history, status, band), self.engine.rules)
+        return decide_all(Situation(event, signal.code, history, status, band), self.engine.rules)
 
     def _record(
-        self, event: Event, signal: Signal, child: str, band: str, decision: Decision | None
+        self, event: Event, signal: Signal, child: str, band: str,
+        decisions: tuple[Decision, ...],
     ) -> None:
+        """Write each decision (the signal's own row first: a Task two rows both ask for is the
+        first row's) and keep the signal in the child's history with every row it raised."""
         self.stats[f"signal {signal.code}"] += 1
-        item = HistoryItem(event.key, signal.code, event.occurred, event.service, event.provider)
         if band == "adult":
             self.stats["adults excluded"] += 1
-        if decision is not None:
+        for decision in decisions:
             self._write(decision, event, child, signal.code)
-            item = HistoryItem(event.key, signal.code, event.occurred, event.service,
-                               event.provider, decision.situation,
-                               frozenset(a.code for a in decision.actions))
+        situation = "+".join(d.situation for d in decisions)
+        asked = frozenset(a.code for d in decisions for a in d.actions)
+        item = HistoryItem(event.key, signal.code, event.occurred, event.service, event.provider,
+                           situation, asked)
         self.store.add_signal(child, item, band, event.origin, event.version)
 
     def _retract(self, event: Event, code: str, child: str) -> None:
