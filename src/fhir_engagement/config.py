@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fhir_engagement.errors import ConfigError
+from fhir_engagement.model import SERVICE_ELEMENTS
 
 __all__ = ["Settings", "SourceConfig", "default_mappings_dir", "load_model", "load_toml", "locate"]
 
@@ -67,6 +68,22 @@ class SourceConfig(BaseModel):
     identifier_system: str | None = None
     # the system of the patient ids its HL7 v2 feed sends in PID-3 (a local MRN)
     patient_identifier_system: str | None = None
+    # which element names the service, per resource type, where this source differs from the
+    # mapping files' ``service`` lists (rules.md s.7): {Appointment = ["specialty"]}
+    service: dict[str, tuple[str, ...]] = {}
+
+    @field_validator("service")
+    @classmethod
+    def _known_elements(cls, service: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for rtype, order in service.items():
+            allowed = SERVICE_ELEMENTS.get(rtype)
+            if allowed is None:
+                raise ValueError(f"service.{rtype}: one of {', '.join(sorted(SERVICE_ELEMENTS))}")
+            unknown = [e for e in order if e not in allowed]
+            if unknown:
+                raise ValueError(f"service.{rtype}: {unknown[0]!r} is not one of "
+                                 f"{', '.join(sorted(allowed))} (a service category never is)")
+        return service
 
 
 class Settings(BaseModel):

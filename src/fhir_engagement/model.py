@@ -17,6 +17,7 @@ __all__ = [
     "CONCERN_CODES",
     "HOME",
     "REFERENCE_SLOTS",
+    "SERVICE_ELEMENTS",
     "SIGNAL_CODES",
     "SLOTS",
     "STATUS_SYSTEMS",
@@ -31,6 +32,7 @@ __all__ = [
     "StatusFact",
     "StatusRule",
     "scoped",
+    "situations_of",
     "split_key",
 ]
 
@@ -132,6 +134,15 @@ class HistoryItem:
     asked: frozenset[str] = frozenset()
 
 
+def situations_of(situation: str) -> tuple[str, ...]:
+    """The rules-table rows one signal raised, as kept in its history row.
+
+    Usually one; a missed appointment that also completes an alternation raises its WNB row and
+    ``intermittent``, kept as ``repeat-wnb+intermittent`` (so "raised once per window" holds).
+    """
+    return tuple(p for p in situation.split("+") if p)
+
+
 @dataclass(frozen=True, slots=True)
 class ChildStatus:
     """The child's known statuses at the event (cpp, lac, cin, vulnerable) and their evidence."""
@@ -207,6 +218,14 @@ STATUS_SYSTEMS: Mapping[str, str] = {
     "Encounter": "http://hl7.org/fhir/encounter-status",
     "Procedure": "http://hl7.org/fhir/event-status",
     "ServiceRequest": "http://hl7.org/fhir/request-status",
+}
+# The elements a mapping file's `service` list may name, in the order the service is looked for
+# (rules.md s.7: the HealthcareService or clinic reference, then the specialty / serviceType code).
+# serviceCategory is absent on purpose: a service *category* is never the service.
+SERVICE_ELEMENTS: Mapping[str, frozenset[str]] = {
+    "Appointment": frozenset({"participant:HealthcareService", "participant:Location",
+                              "serviceType.reference", "specialty", "serviceType"}),
+    "Encounter": frozenset({"serviceType.reference", "location", "serviceType"}),
 }
 # Slots whose values are references (read from extensions), not codes.
 REFERENCE_SLOTS = frozenset({"provider"})

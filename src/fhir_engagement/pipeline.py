@@ -38,7 +38,7 @@ from fhir_engagement.errors import (
     StoreError,
     UnreadableError,
 )
-from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
+from fhir_engagement.guidance.decide import Situation, decide_all, decide_retraction
 from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
 from fhir_engagement.identity import identify, nhs_of
@@ -68,7 +68,8 @@ __all__ = ["Engine", "Pipeline", "load_engine"]
 
 _LOG = logging.getLogger(__name__)
 
-# Signals that only feed patterns and chronology; every other one is acted on, so validated.
+# Signals never acted on alone: they feed patterns and chronology (an attendance may complete an
+# alternation, which the guidance then acts on). Undated, they cannot be placed, so are ignored.
 _PASSIVE = frozenset({"attended"})
 # A correction can take these back (noshow keyed in error, a discharge cancelled).
 _RETRACTABLE = frozenset({"not-brought", "no-access-visit", "family-cancelled",
@@ -100,9 +101,21 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     systems = load_codesystems(codesystems or default_codesystems_dir())
     status_codes = frozenset().union(*(s.codes | s.ended_by for s in mappings.statuses))
     reader = Reader(mappings.extensions, status_codes, settings.source,
-                    Sources.from_settings(settings))
+                    services=mappings.services, sources=Sources.from_settings(settings))
     v2 = load_v2_mappings(settings.mappings_dir / "hl7v2")
     return Engine(mappings, rules, systems, Readers(reader, v2))
+
+
+def _raised_again(event: Event, row: SignalRow) -> bool:
+    """A retracted signal comes back only with a version later than the one that raised it (a
+    no-show keyed in error, corrected, then a real no-show): the same version re-sent, as when a
+    replay reads its files again, must not raise it a second time. A correction that raises no
+    signal of its own (a cancelled discharge) leaves no newer version in the store to make the
+    re-sent original stale, so this is what keeps it retracted. Unversioned events cannot tell a
+    re-send from a change, so for them a retracted signal is raised again, as before."""
+    if not row.retracted:
+        return False
+    return not event.version or not row.version or event.version > row.version
 
 
 class Pipeline:
@@ -223,7 +236,8 @@ class Pipeline:
             self.stats["stale versions"] += 1
             return
         codes = {s.code for s in signals}
-        new = [s for s in signals if s.code not in previous or previous[s.code].retracted]
+        new = [s for s in signals
+               if s.code not in previous or _raised_again(event, previous[s.code])]
         gone = [c for c, row in previous.items()
                 if c not in codes and c in _RETRACTABLE and not row.retracted]
         if gone and not is_correction(event, self.engine.mappings):
@@ -245,8 +259,8 @@ class Pipeline:
         decided = [(signal, self._decide(event, signal, child, band)) for signal in new]
         if event.raw is not None and (gone or any(d for _, d in decided)):
             validate_input(event.raw, event.origin)  # only what the adapter will act on
-        for signal, decision in decided:
-            self._record(event, signal, child, band, decision)
+        for signal, decisions in decided:
+            self._record(event, signal, child, band, decisions)
         for code in sorted(gone):
             self._retract(event, code, child)
 
@@ -285,26 +299,31 @@ class Pipeline:
         years = age_in_years(birth, event.occurred.astimezone(self._tz).date())
         return child, age_band(years, self.engine.rules.patterns)
 
-    def _decide(self, event: Event, signal: Signal, child: str, band: str) -> Decision | None:
-        if band == "adult" or signal.code in _PASSIVE:
-            return None
+    def _decide(
+        self, event: Event, signal: Signal, child: str, band: str
+    ) -> tuple[Decision, ...]:
+        if band == "adult":
+            return ()
         history = self.store.history_before(child, event.occurred)
         status = child_status(self.store.status_facts(child), event.occurred,
                               self.engine.mappings.statuses, band)
-        return decide(Situation(event, signal.code, history, status, band), self.engine.rules)
+        return decide_all(Situation(event, signal.code, history, status, band), self.engine.rules)
 
     def _record(
-        self, event: Event, signal: Signal, child: str, band: str, decision: Decision | None
+        self, event: Event, signal: Signal, child: str, band: str,
+        decisions: tuple[Decision, ...],
     ) -> None:
+        """Write each decision (the signal's own row first: a Task two rows both ask for is the
+        first row's) and keep the signal in the child's history with every row it raised."""
         self.stats[f"signal {signal.code}"] += 1
-        item = HistoryItem(event.key, signal.code, event.occurred, event.service, event.provider)
         if band == "adult":
             self.stats["adults excluded"] += 1
-        if decision is not None:
+        for decision in decisions:
             self._write(decision, event, child, signal.code)
-            item = HistoryItem(event.key, signal.code, event.occurred, event.service,
-                               event.provider, decision.situation,
-                               frozenset(a.code for a in decision.actions))
+        situation = "+".join(d.situation for d in decisions)
+        asked = frozenset(a.code for d in decisions for a in d.actions)
+        item = HistoryItem(event.key, signal.code, event.occurred, event.service, event.provider,
+                           situation, asked)
         self.store.add_signal(child, item, band, event.origin, event.version)
 
     def _retract(self, event: Event, code: str, child: str) -> None:

@@ -2,7 +2,9 @@
 
 The dry run that testers use (``fhir-engagement replay PATH... --out FILE``). Everything is read
 first, so context (Patients, status Flags) is known before any event is decided, and events are
-sorted by event time so that the same inputs in any file order give the same outputs.
+sorted by event time so that the same inputs in any file order give the same outputs; a later
+version of a resource (a correction) is applied after the version it corrects, whatever time it
+carries (rules.md section 7).
 
 No single record stops a replay: what cannot be read or processed is a named rejection, kept as a
 dead letter. Only the store failing (a StoreError) ends it, before anything is acknowledged.
@@ -142,7 +144,7 @@ def _process(
     """Every event, in event-time order, each behind the pipeline's guard. The list dies with this
     call, freed by reference count before the cyclic collector is back on (else it would scan the
     whole replay once more)."""
-    events.sort(key=_event_order)
+    _in_order(events)
     clock = _Clock(progress, len(events))
     for number, (event, raw) in enumerate(events, start=1):
         error = pipeline.process_guarded(event, raw if raw is not None else _raw(event))
@@ -219,18 +221,40 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _event_order(pending: Pending) -> tuple[datetime, str, str]:
-    # Stable sort: versions with equal times keep file order. Timeless events go first; they
-    # either raise nothing or are rejected. Times are UTC; one that is not, and cannot be made
-    # so (year 1 east of Greenwich), sorts first too rather than failing the comparison.
-    event = pending[0]
+def _in_order(events: list[Pending]) -> None:
+    """Sort in place: event time across resources, version order within one resource.
+
+    A correction often carries an earlier time than what it corrects (a cancelled discharge has
+    no period.end, so it falls back to period.start): sorted by its own time it would come first
+    and the discharge would stand. So the versions of one key are put in version order and each
+    is placed no earlier than the version before it. The sort key depends only on the events, so
+    any file order gives the same order (exact duplicates keep file order, and are the same).
+    """
+    chains: dict[str, list[int]] = {}
+    for i, (event, _) in enumerate(events):
+        chains.setdefault(event.key, []).append(i)
+    order: list[tuple[datetime, str, int]] = [(_DAWN, "", 0)] * len(events)
+    for key, members in chains.items():
+        members.sort(key=lambda i: (events[i][0].version, _time_of(events[i][0])))
+        placed = _DAWN
+        for rank, i in enumerate(members):
+            placed = max(placed, _time_of(events[i][0]))
+            order[i] = (placed, key, rank)
+    ranked = sorted(range(len(events)), key=order.__getitem__)
+    events[:] = [events[i] for i in ranked]
+
+
+def _time_of(event: Event) -> datetime:
+    # Timeless events go first; they either raise nothing or are rejected. Times are UTC; one
+    # that is not, and cannot be made so (year 1 east of Greenwich), sorts first too rather
+    # than failing the comparison.
     occurred = event.occurred or _DAWN
     if occurred.tzinfo is not UTC:
         try:
             occurred = occurred.astimezone(UTC)
         except (OverflowError, ValueError):
             occurred = _DAWN
-    return (occurred, event.key, event.version)
+    return occurred
 
 
 class _Clock:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
+from fhir_engagement.model import HistoryItem
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.reports.mix import MixQuarter, mix_csv, mix_report, mix_text
 from fhir_engagement.reports.period import Period
@@ -58,3 +59,14 @@ def test_text_uses_the_table_words_and_the_code_displays(
     rows = [line.split() for line in text.splitlines()]
     assert ["children", "repeat", "WNB", "1"] in rows
     assert ["Tasks", "curiosity-review", "(Review", "the", "cancellation", "pattern)", "1"] in rows
+
+
+def test_a_signal_that_raised_two_rows_counts_the_child_under_both(store: SqliteStore) -> None:
+    """A miss that completed an alternation raised its WNB row and the intermittent row."""
+    at = datetime(2026, 2, 4, 10, tzinfo=UTC)
+    store.add_signal("child-1", HistoryItem("Appointment/a4", "not-brought", at, None, None,
+                                            "single-wnb+intermittent"), "child", "test", "")
+    store.commit()
+    (quarter,) = mix_report(store, LONDON).quarters
+    assert quarter.children == {"single-wnb": 1, "intermittent": 1}
+    assert quarter.children_any == 1

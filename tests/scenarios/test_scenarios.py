@@ -160,6 +160,30 @@ def test_file_order_does_not_change_the_outputs(
     assert _flags(a) == _flags(b)
 
 
+@pytest.mark.parametrize("cancellation_first", [False, True], ids=["in order", "reversed"])
+def test_a_cancelled_fhir_discharge_is_retracted_whatever_the_file_order(
+    engine: Engine, tmp_path: Path, store: SqliteStore, cancellation_first: bool
+) -> None:
+    """rules.md s.7 "Order": a correction is applied after the version it corrects, whatever
+    time it carries. The cancelled discharge has no period.end, so its own time (period.start)
+    is earlier than the discharge's; the FHIR twin of ADT^A13 (tests/hl7v2, A03 then A13).
+    Expected from rules.md s.5 (see the scenario's expected.toml): the left-against-advice cell
+    for no known status, then one review-impact Task saying the triggering event was retracted."""
+    case = SCENARIOS / "25-discharge-cancelled"
+    files = sorted(case.glob("*.json"), reverse=cancellation_first)
+    folder = tmp_path / "feed"
+    folder.mkdir()
+    for i, path in enumerate(files):
+        shutil.copy(path, folder / f"{i}.json")
+    result = replay([folder], engine, store)
+    assert result.rejected == []
+    assert result.stats["retracted left-against-advice"] == 1
+    want = sorted((t["focus"], t["code"], t["priority"], t["due"], t.get("retracted", False))
+                  for t in _expected(case.name)["task"])
+    assert sorted(_task_key(t) for t in _tasks(result.bundle)) == want
+    assert _flags(result.bundle) == {("left-against-advice", "PM", "safety")}
+
+
 def test_outputs_are_deterministic_byte_for_byte(engine: Engine, tmp_path: Path) -> None:
     """Two replays agree on everything but the decision times (and meta), which differ."""
     bundles = []

@@ -7,7 +7,7 @@ due in 2 working days, owned by the practitioner the appointment names, and no F
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -83,6 +83,26 @@ def test_the_same_event_twice_adds_nothing(engine: Engine, store: SqliteStore) -
     assert _kinds(store, first) != []
 
 
+def _versioned(status: str, version: str, **fields: Any) -> dict[str, Any]:
+    return {**_noshow(), "status": status, "meta": {"versionId": version}, **fields}
+
+
+def test_a_retracted_signal_is_raised_again_only_by_a_later_version(
+    engine: Engine, store: SqliteStore
+) -> None:
+    """A no-show corrected by a version that raises nothing (entered in error) stays retracted
+    when the original is re-sent; a later no-show version raises it again."""
+    run = store.start_run("test")
+    pipeline = Pipeline(engine, store, run)
+    _apply(pipeline, engine, _bundle(CHILD, _versioned("noshow", "1")))
+    _apply(pipeline, engine, _bundle(_versioned("entered-in-error", "2")))
+    assert pipeline.stats["retracted not-brought"] == 1
+    _apply(pipeline, engine, _bundle(_versioned("noshow", "1")))
+    assert pipeline.stats["signal not-brought"] == 1
+    _apply(pipeline, engine, _bundle(_versioned("noshow", "3")))
+    assert pipeline.stats["signal not-brought"] == 2
+
+
 def test_an_unforeseen_failure_on_one_event_is_a_dead_letter_and_the_next_goes_on(
     engine: Engine, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,3 +155,35 @@ def test_the_decision_time_comes_from_the_pipeline_clock(engine: Engine, store: 
     assert outputs["Provenance"]["occurredDateTime"] == "2026-02-11T10:00:00+00:00"
     # the due date still runs from the event, not from the decision
     assert outputs["Task"]["restriction"]["period"]["end"] == "2026-02-13T23:59:59+00:00"
+
+
+_PAT = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason",
+                    "code": "pat"}]}
+
+
+def _outcome(n: int, kind: str) -> dict[str, Any]:
+    """Appointment n (a week apart from 2026-01-07) attended (A), not brought (N) or cancelled
+    by the family (C)."""
+    status = {"A": "fulfilled", "N": "noshow", "C": "cancelled"}[kind]
+    start = datetime(2026, 1, 7, 10, tzinfo=UTC) + timedelta(days=7 * n)
+    res = {**_noshow(f"alt-{n}"), "status": status, "start": start.isoformat()}
+    return {**res, "cancelationReason": _PAT} if kind == "C" else res
+
+
+@pytest.mark.parametrize("run", ["ACAN", "ANAC", "NACA"])
+def test_alternation_is_raised_once_whichever_outcome_completes_it(
+    engine: Engine, store: SqliteStore, run: str
+) -> None:
+    """rules.md 3: attended / not-brought / cancelled alternating is intermittent, found on the
+    4th outcome whatever it is; a 5th alternating outcome in the window raises nothing more."""
+    pipeline = Pipeline(engine, store, store.start_run("test"))
+    _apply(pipeline, engine, _bundle(CHILD, *(_outcome(i, k) for i, k in enumerate(run))))
+    assert pipeline.stats["task curiosity-review"] == 1
+    tasks = [orjson.loads(r.resource) for r in store.run_outputs(pipeline.run) if r.kind == "Task"]
+    (review,) = [t for t in tasks if t["code"]["coding"][0]["code"] == "curiosity-review"]
+    assert review["focus"] == {"reference": "Appointment/alt-3"}
+    misses = run.count("N")
+    assert pipeline.stats["task review-impact"] == misses  # the WNB ladder still runs at each miss
+    fifth = "N" if run[-1] == "A" else "A"
+    _apply(pipeline, engine, _bundle(_outcome(4, fifth)))
+    assert pipeline.stats["task curiosity-review"] == 1

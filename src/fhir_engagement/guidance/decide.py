@@ -15,7 +15,7 @@ from fhir_engagement.guidance.status import column_of
 from fhir_engagement.guidance.workdays import due_at
 from fhir_engagement.model import Action, ChildStatus, Decision, Event, FlagChange, HistoryItem
 
-__all__ = ["Situation", "decide", "decide_retraction"]
+__all__ = ["Situation", "decide", "decide_all", "decide_retraction"]
 
 _UNKNOWN_AGE = "The child's age is unknown (no birth date): the rules treat them as a child."
 
@@ -31,11 +31,24 @@ class Situation:
     band: str
 
 
+def decide_all(s: Situation, rules: Rules) -> tuple[Decision, ...]:
+    """Every decision one signal makes: its own row, and the intermittent row beside it when a
+    missed appointment completes an alternation (docs/decisions.md: it accompanies the WNB
+    ladder, never replaces it, so the impact question is still asked of every miss)."""
+    found = [decide(s, rules)]
+    also = _alongside(s, rules)
+    if also is not None:
+        found.append(_decided(s, rules, also))
+    return tuple(d for d in found if d is not None)
+
+
 def decide(s: Situation, rules: Rules) -> Decision | None:
-    """The decision for one signal, or None when the guidance asks for nothing."""
+    """The decision for one signal's own row, or None when the guidance asks for nothing."""
     finding = _finding(s, rules)
-    if finding is None:
-        return None
+    return None if finding is None else _decided(s, rules, finding)
+
+
+def _decided(s: Situation, rules: Rules, finding: pat.Finding) -> Decision:
     column = column_of(s.status)
     cell = rules.cell(finding.name, column)
     conditions = _conditions(s, rules)
@@ -97,8 +110,10 @@ def _finding(s: Situation, rules: Rules) -> pat.Finding | None:
             stage = pat.Finding("repeat", "an infant's first no-access visit counts as repeat",
                                 stage.evidence)
         return pat.Finding(f"{stage.name}-wnb", stage.reason, stage.evidence)
-    if s.signal == "family-cancelled":
-        return pat.intermittent(s.history, ev.key, ev.occurred, p)
+    if s.signal in ("family-cancelled", "attended"):
+        # An attendance is never alone a reason to act (rules.md s.1), but it may complete an
+        # alternation of attended and missed appointments, which is the intermittent pattern.
+        return pat.intermittent(s.history, ev.key, ev.occurred, p, s.signal)
     if s.signal == "unscheduled-attendance":
         return pat.over_engagement(s.history, ev.key, ev.occurred, ev.provider, p)
     reasons = {
@@ -109,6 +124,14 @@ def _finding(s: Situation, rules: Rules) -> pat.Finding | None:
     if s.signal in reasons:
         return pat.Finding(s.signal, reasons[s.signal], (ev.key,))
     return None
+
+
+def _alongside(s: Situation, rules: Rules) -> pat.Finding | None:
+    """The alternation a missed appointment completes, decided beside its WNB row."""
+    if s.signal not in pat.MISSED:
+        return None
+    ev = s.event
+    return pat.intermittent(s.history, ev.key, ev.occurred, rules.patterns, s.signal)
 
 
 def _conditions(s: Situation, rules: Rules) -> set[str]:

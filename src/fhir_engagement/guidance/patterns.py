@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from itertools import pairwise
 
 from fhir_engagement.guidance.rules import Patterns
-from fhir_engagement.model import HistoryItem
+from fhir_engagement.model import HistoryItem, situations_of
 
 __all__ = [
     "MISSED",
@@ -78,22 +78,40 @@ def _last_outcome_for(history: Sequence[HistoryItem], service: str | None) -> Hi
 
 
 def intermittent(
-    history: Sequence[HistoryItem], key: str, at: datetime, p: Patterns
+    history: Sequence[HistoryItem], key: str, at: datetime, p: Patterns,
+    signal: str = "family-cancelled",
 ) -> Finding | None:
-    """3+ family cancellations in 6 months, or alternating attended/missed; once per window."""
+    """3+ family cancellations in 6 months, or the last ``alternating_run`` outcomes (this
+    event's ``signal`` the last) alternating attended/missed; once per window.
+
+    The count needs this event to be a cancellation; alternation is found whichever outcome
+    completes it (attended, not brought, no access or cancelled by the family).
+    """
     recent = _within(history, at, p.intermittent_window_days)
-    if any(h.situation == "intermittent" for h in recent):
+    if any(_raised(h, "intermittent") for h in recent):
         return None  # already raised in this window: one curiosity review, not one per cancellation
     cancels = [h for h in recent if h.signal == "family-cancelled"]
-    if len(cancels) + 1 >= p.intermittent_count:
+    if signal == "family-cancelled" and len(cancels) + 1 >= p.intermittent_count:
         evidence = (*(h.event_key for h in cancels), key)
         return Finding("intermittent", f"{len(cancels) + 1} family cancellations in "
                        f"{p.intermittent_window_days} days", evidence)
+    return _alternation(recent, key, signal, p)
+
+
+def _alternation(
+    recent: Sequence[HistoryItem], key: str, signal: str, p: Patterns
+) -> Finding | None:
+    if signal not in _OUTCOMES:
+        return None
     run = [h for h in recent if h.signal in _OUTCOMES][-(p.alternating_run - 1):]
-    if len(run) == p.alternating_run - 1 and _alternates([*[h.signal for h in run], "missed"]):
+    if len(run) == p.alternating_run - 1 and _alternates([*[h.signal for h in run], signal]):
         return Finding("intermittent", f"the last {p.alternating_run} appointments alternate "
                        "between attended and missed", (*(h.event_key for h in run), key))
     return None
+
+
+def _raised(item: HistoryItem, situation: str) -> bool:
+    return situation in situations_of(item.situation)
 
 
 def _alternates(signals: list[str]) -> bool:
@@ -106,7 +124,7 @@ def over_engagement(
 ) -> Finding | None:
     """4+ unscheduled attendances in 90 days, or at 3+ providers; raised once per window."""
     recent = _within(history, at, p.over_engagement_window_days)
-    if any(h.situation == "over-engagement" for h in recent):
+    if any(_raised(h, "over-engagement") for h in recent):
         return None
     visits = [h for h in recent if h.signal == "unscheduled-attendance"]
     evidence = (*(h.event_key for h in visits), key)

@@ -45,12 +45,17 @@ _NOT_A_PATIENT = ("Location/", "Device/", "Practitioner", "HealthcareService/", 
 
 @dataclass(frozen=True, slots=True)
 class Reader:
-    """Reads FHIR JSON documents; told by the mappings which extensions fill which slots."""
+    """Reads FHIR JSON documents; told by the mappings which extensions fill which slots.
+
+    ``services`` is, per resource type, the order of the elements that name the event's service
+    (the mapping files' ``service`` lists): a plain tuple each, so a source may bring its own.
+    """
 
     extensions: Mapping[str, Mapping[str, tuple[str, ...]]]
     status_codes: frozenset[str]
     source: str = ""
     sources: Sources = field(default_factory=Sources)
+    services: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def read(
         self, doc: Any, origin: str, namespace: str | None = None
@@ -68,6 +73,12 @@ class Reader:
             yield from self._bundle(doc, origin, ChainMap(), namespace)
         else:
             yield from self._one(doc, origin, {}, "", _Entry(self._namespace(doc, namespace)))
+
+    def _services(self, rtype: str, namespace: str) -> tuple[str, ...]:
+        """Which elements name the service: the source's own order where it gives one."""
+        config = self.sources.config(namespace)
+        own = config.service.get(rtype) if config else None
+        return own if own is not None else self.services.get(rtype, ())
 
     def _namespace(self, res: Json, given: str | None, outer: str = HOME) -> str:
         """Whose ids a resource's are when no fullUrl says: the entry point's, else its
@@ -166,7 +177,7 @@ class Reader:
             if fact is not None:
                 yield fact
         else:
-            yield ctx.event(self.extensions.get(rtype, {}))
+            yield ctx.event(self.extensions.get(rtype, {}), self._services(rtype, ctx.namespace))
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +419,7 @@ class _ResourceReader:
             raise self.fail(f"{path}{name}", problem)
         return parsed
 
-    def event(self, extensions: Mapping[str, tuple[str, ...]]) -> Event:
+    def event(self, extensions: Mapping[str, tuple[str, ...]], services: tuple[str, ...]) -> Event:
         if not self.key:
             raise self.fail("id", "an event resource needs an id to be recognised when re-sent")
         status = self.text(self.res, "status", "")
@@ -419,7 +430,7 @@ class _ResourceReader:
             if slot != "provider":
                 slots.setdefault(slot, set()).update(self.extension_codes(urls))
         reader = _EVENT_READERS[self.rtype]
-        occurred, patient_ref, provider, service, performer = reader(self, slots)
+        occurred, patient_ref, provider, service, performer = reader(self, slots, services)
         meta = self.obj(self.res, "meta", "")
         version = self.text(meta, "lastUpdated", "meta.") or self.text(meta, "versionId", "meta.")
         if "provider" in extensions:  # the booking organisation outranks where it took place
@@ -490,7 +501,9 @@ class _ResourceReader:
         return tuple(v for v in values if type(v) is str and v)
 
 
-def _appointment(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+def _appointment(
+    ctx: _ResourceReader, slots: dict[str, set[str]], services: tuple[str, ...]
+) -> tuple[Any, ...]:
     res = ctx.res
     reason = res.get("cancelationReason", res.get("cancellationReason"))
     slots["cancellation-reason"] = ctx.concept(reason, "cancelationReason")
@@ -503,8 +516,7 @@ def _appointment(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any,
         patient = res["subject"]
     occurred = ctx.when((res, "start", ""), (res, "cancellationDate", ""),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
-    service = _first_code(slots["visit"]) or ctx.ref(performer)
-    return occurred, patient, place, service, performer
+    return occurred, patient, place, _service(ctx, services), performer
 
 
 def _appointment_actors(ctx: _ResourceReader) -> tuple[Any, Any, str | None]:
@@ -543,7 +555,9 @@ def _actor_type(actor: Json, ctx: _ResourceReader) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
-def _encounter(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+def _encounter(
+    ctx: _ResourceReader, slots: dict[str, set[str]], services: tuple[str, ...]
+) -> tuple[Any, ...]:
     res = ctx.res
     slots["class"] = ctx.concepts(res, "class")
     kinds = ctx.concepts(res, "type") | ctx.concepts(res, "serviceType")
@@ -562,11 +576,12 @@ def _encounter(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, .
             performer = part.get("individual") or part.get("actor")
             if isinstance(performer, dict):
                 break
-    service = _first_code(kinds) or provider
-    return occurred, ctx.obj(res, "subject", ""), provider, service, performer
+    return occurred, ctx.obj(res, "subject", ""), provider, _service(ctx, services), performer
 
 
-def _procedure(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+def _procedure(
+    ctx: _ResourceReader, slots: dict[str, set[str]], _services: tuple[str, ...]
+) -> tuple[Any, ...]:
     res = ctx.res
     slots["status-reason"] = ctx.concept(res.get("statusReason"), "statusReason")
     performed = ctx.obj(res, "performedPeriod", "") or ctx.obj(res, "occurrencePeriod", "")
@@ -577,7 +592,9 @@ def _procedure(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, .
         res.get("code"), "code")), None
 
 
-def _service_request(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[Any, ...]:
+def _service_request(
+    ctx: _ResourceReader, _slots: dict[str, set[str]], _services: tuple[str, ...]
+) -> tuple[Any, ...]:
     res = ctx.res
     occurred = ctx.when((res, "occurrenceDateTime", ""), (res, "authoredOn", ""),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
@@ -585,6 +602,73 @@ def _service_request(ctx: _ResourceReader, slots: dict[str, set[str]]) -> tuple[
     return occurred, ctx.obj(res, "subject", ""), None, _first_code(ctx.concept(
         res.get("code"), "code")), requester
 
+
+def _service(ctx: _ResourceReader, order: tuple[str, ...]) -> str | None:
+    """The event's service: the first element of ``order`` that the resource gives (rules.md s.7).
+
+    No element, no service: the "2 consecutive for the same service" rule then cannot apply, which
+    is safer than guessing one from a category, a practitioner or the whole provider.
+    """
+    for element in order:
+        key = _SERVICE_READERS[element](ctx)
+        if key:
+            return key
+    return None
+
+
+def _participant(kind: str) -> Any:
+    def read(ctx: _ResourceReader) -> str | None:
+        for i, part in enumerate(ctx.items(ctx.res, "participant", "")):
+            actor = ctx.obj(part, "actor", f"participant[{i}].") if isinstance(part, dict) else {}
+            if actor and _actor_type(actor, ctx) == kind:
+                return ctx.ref(actor)
+        return None
+    return read
+
+
+def _service_type_reference(ctx: _ResourceReader) -> str | None:
+    """R5 serviceType is a CodeableReference(HealthcareService): its reference is the service."""
+    for item in ctx.items(ctx.res, "serviceType", ""):
+        if isinstance(item, dict) and isinstance(item.get("reference"), dict):
+            key = ctx.ref(item["reference"])
+            if key:
+                return key
+    return None
+
+
+def _encounter_location(ctx: _ResourceReader) -> str | None:
+    for i, item in enumerate(ctx.items(ctx.res, "location", "")):
+        place = ctx.obj(item, "location", f"location[{i}].") if isinstance(item, dict) else {}
+        key = ctx.ref(place)
+        if key:
+            return key
+    return None
+
+
+def _first_coding(name: str) -> Any:
+    def read(ctx: _ResourceReader) -> str | None:
+        """The first ``system|code`` coding of the first concept that has one, in document order:
+        one deterministic choice, so the same clinic keeps the same key (never alphabetical)."""
+        for i, item in enumerate(ctx.items(ctx.res, name, "")):
+            concept = item.get("concept", item) if isinstance(item, dict) else item
+            codes = ctx.concept(concept, f"{name}[{i}]")  # type-checks the whole concept
+            if not any(not c.startswith("text:") for c in codes):
+                continue
+            for coding in concept.get("coding") or [concept]:
+                if isinstance(coding.get("system"), str) and isinstance(coding.get("code"), str):
+                    return f"{coding['system']}|{coding['code'].strip()}"
+        return None
+    return read
+
+
+_SERVICE_READERS = {
+    "participant:HealthcareService": _participant("HealthcareService"),
+    "participant:Location": _participant("Location"),
+    "serviceType.reference": _service_type_reference,
+    "location": _encounter_location,
+    "specialty": _first_coding("specialty"),
+    "serviceType": _first_coding("serviceType"),
+}
 
 _EVENT_READERS = {
     "Appointment": _appointment,

@@ -22,6 +22,7 @@ from fhir_engagement.decisions.codesystems import ACTION, CONCERN, SIGNAL, CodeS
 from fhir_engagement.decisions.ids import NHS_NUMBER_SYSTEM, full_url
 from fhir_engagement.errors import ReportError
 from fhir_engagement.ingest.references import nhs_number_is_valid
+from fhir_engagement.model import situations_of
 from fhir_engagement.reports.audit import Auditor, Read
 from fhir_engagement.reports.labels import PATTERNS, display
 from fhir_engagement.store.base import Access, ChildRecord, ChildSignal, Store
@@ -116,7 +117,8 @@ def _events(signals: Iterable[ChildSignal], systems: CodeSystems) -> Iterator[En
         text = display(systems, SIGNAL, s.signal)
         text += f" at {s.provider or 'an unknown provider'}"
         text += f", service {s.service.rsplit('|', 1)[-1]}" if s.service else ""
-        text += f"; rules row: {PATTERNS.get(s.situation, s.situation)}" if s.situation else ""
+        rows = [PATTERNS.get(p, p) for p in situations_of(s.situation)]
+        text += f"; rules row: {' and '.join(rows)}" if rows else ""
         text += " (retracted by a later correction)" if s.retracted else ""
         yield Entry(s.occurred, "event", s.signal, s.event_key, text, s.event_key, s.retracted)
 

@@ -28,6 +28,7 @@ import orjson
 
 from fhir_engagement.decisions.codesystems import ACTION, CONCERN, CodeSystems
 from fhir_engagement.decisions.ids import full_url
+from fhir_engagement.model import situations_of
 from fhir_engagement.reports.labels import PATTERNS, display
 from fhir_engagement.reports.period import Period, quarter_of
 from fhir_engagement.store.base import OutputRow, ReportQueries
@@ -63,7 +64,8 @@ def mix_report(store: ReportQueries, tz: ZoneInfo, period: Period | None = None)
     start, end = period.bounds(tz)
     children: defaultdict[str, defaultdict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for row in store.situation_rows(start, end):
-        children[quarter_of(row.occurred, tz)][row.situation].add(row.child)
+        for situation in situations_of(row.situation):
+            children[quarter_of(row.occurred, tz)][situation].add(row.child)
     flags = _by_quarter(store, "Flag", lambda _, r: r["period"]["start"], period, tz)
     occurred = event_times(store.outputs_of_kind("Provenance"))
     tasks = _by_quarter(store, "Task", lambda i, r: occurred.get(full_url(i), r["authoredOn"]),

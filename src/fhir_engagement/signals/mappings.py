@@ -15,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fhir_engagement.config import load_model, locate
 from fhir_engagement.errors import MappingError
-from fhir_engagement.model import REFERENCE_SLOTS, SIGNAL_CODES, SLOTS, STATUS_SYSTEMS, StatusRule
+from fhir_engagement.model import (
+    REFERENCE_SLOTS,
+    SERVICE_ELEMENTS,
+    SIGNAL_CODES,
+    SLOTS,
+    STATUS_SYSTEMS,
+    StatusRule,
+)
 
 __all__ = ["CompiledRule", "Mappings", "load_mappings"]
 
@@ -46,6 +53,7 @@ class MappingRule(_Strict):
 class ResourceFile(_Strict):
     resource: str
     extensions: dict[str, list[str]] = {}
+    service: list[str] = []
     retract: dict[str, list[str]] = {}
     rule: list[MappingRule] = []
 
@@ -90,6 +98,7 @@ class Mappings:
     digest: str
     files: tuple[str, ...]
     extensions: dict[str, dict[str, tuple[str, ...]]]
+    services: dict[str, tuple[str, ...]]
     statuses: tuple[StatusRule, ...]
     codesets: dict[str, Codes]
     displays: dict[str, dict[str, str]]
@@ -132,6 +141,7 @@ def load_mappings(root: Path) -> Mappings:
     local = _load_local(root / "local", codesets)
     raw_rules: dict[str, tuple[tuple[MappingRule, Path, str], ...]] = {}
     extensions: dict[str, dict[str, tuple[str, ...]]] = {}
+    services: dict[str, tuple[str, ...]] = {}
     for path in sorted((root / "fhir").glob("*.toml")):
         if path.name == "status.toml":
             continue
@@ -143,6 +153,7 @@ def load_mappings(root: Path) -> Mappings:
                                   when=spec.retract)
             raw_rules[spec.resource] += ((retract, path, text),)
         extensions[spec.resource] = {k: tuple(v) for k, v in spec.extensions.items()}
+        services[spec.resource] = tuple(spec.service)
         for i, rule in enumerate(spec.rule):  # compile now so every error surfaces at start-up
             _compile(rule, i, spec.resource, codesets, path, text)
         files.append(path)
@@ -153,6 +164,7 @@ def load_mappings(root: Path) -> Mappings:
         digest=_digest(files),
         files=tuple(str(p.relative_to(root)) for p in files),
         extensions=extensions,
+        services=services,
         statuses=statuses,
         codesets=codesets,
         displays=displays,
@@ -199,6 +211,7 @@ def _check_resource(spec: ResourceFile, path: Path, text: str) -> None:
     for slot in spec.extensions:
         if slot not in allowed:
             raise MappingError(str(path), locate(text, ("extensions", slot)), f"unknown slot '{slot}'")
+    _check_service(spec, path, text)
     seen: set[str] = set()
     for i, rule in enumerate(spec.rule):
         if rule.id in seen:
@@ -207,6 +220,22 @@ def _check_resource(spec: ResourceFile, path: Path, text: str) -> None:
         if rule.signal not in SIGNAL_CODES | {"retract"}:
             where = locate(text, ("rule", i, "signal"))
             raise MappingError(str(path), where, f"unknown signal '{rule.signal}'")
+
+
+def _check_service(spec: ResourceFile, path: Path, text: str) -> None:
+    """The `service` order names only elements the reader knows for this resource, once each."""
+    allowed = SERVICE_ELEMENTS.get(spec.resource, frozenset())
+    for i, element in enumerate(spec.service):
+        where = locate(text, ("service", i))
+        if element == "serviceCategory":
+            raise MappingError(str(path), where, "serviceCategory is a category of services, "
+                               "never the service itself (rules.md section 7)")
+        if element not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise MappingError(str(path), where, f"unknown service element '{element}' for "
+                               f"{spec.resource} (known: {known})")
+        if element in spec.service[:i]:
+            raise MappingError(str(path), where, f"service element '{element}' named twice")
 
 
 def _compile(

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fhir_engagement.guidance.decide import Situation, decide, decide_retraction
+from fhir_engagement.guidance.decide import Situation, decide, decide_all, decide_retraction
 from fhir_engagement.guidance.rules import Rules
 from fhir_engagement.model import CONCERN_CODES, ChildStatus, Decision, Event, HistoryItem
 
@@ -340,6 +340,74 @@ def test_an_infant_who_left_before_being_seen_gets_a_stat_follow_up(rules: Rules
 def test_no_decision_below_a_pattern(rules: Rules, signal: str, history: list[HistoryItem]) -> None:
     """rules.md 1: attended is never acted on alone; patterns need their thresholds."""
     assert run(rules, signal, history, set()) is None
+
+
+def _outcomes(*signals: str, situation_at: int = -1) -> list[HistoryItem]:
+    """Earlier appointment outcomes, oldest first, 20 days apart, all inside the 6 months."""
+    return [earlier(sig, 20 * (len(signals) - i), n=i,
+                    situation="single-wnb+intermittent" if i == situation_at else "")
+            for i, sig in enumerate(signals)]
+
+
+def _all(rules: Rules, signal: str, history: list[HistoryItem],
+         statuses: frozenset[str] = frozenset()) -> tuple[Decision, ...]:
+    s = Situation(event(), signal, history, ChildStatus(statuses), "child")
+    return decide_all(s, rules)
+
+
+@pytest.mark.parametrize(
+    ("signal", "history", "rows"),
+    [
+        ("not-brought", _outcomes("attended", "family-cancelled", "attended"),
+         ["single-wnb", "intermittent"]),
+        ("family-cancelled", _outcomes("attended", "not-brought", "attended"),
+         ["intermittent"]),
+        ("attended", _outcomes("not-brought", "attended", "family-cancelled"), ["intermittent"]),
+        ("no-access-visit", _outcomes("attended", "family-cancelled", "attended"),
+         ["single-wnb", "intermittent"]),
+        ("not-brought", _outcomes("attended", "not-brought", "attended"),
+         ["repeat-wnb", "intermittent"]),
+        ("not-brought", _outcomes("family-cancelled", "attended", "attended"), ["single-wnb"]),
+        ("attended", _outcomes("not-brought", "attended", "attended"), []),
+        ("not-brought", _outcomes("attended", "not-brought", "attended", situation_at=1),
+         ["repeat-wnb"]),
+    ],
+    ids=["A C A then not brought", "A N A then cancelled", "N A C then attended",
+         "A C A then no access", "A N A then not brought (2nd in 12 months)",
+         "no alternation", "attended with no alternation: nothing",
+         "already raised in the window"],
+)
+def test_alternation_is_found_on_any_outcome_and_accompanies_the_wnb_ladder(
+    rules: Rules, signal: str, history: list[HistoryItem], rows: list[str]
+) -> None:
+    """rules.md 3 (attended/not-brought/cancelled alternating) in either order. On a missed
+    appointment the intermittent row comes beside the WNB row, never instead of it (every missed
+    contact asks the impact question); an attendance alone never asks for anything."""
+    assert [d.situation for d in _all(rules, signal, history)] == rows
+
+
+def test_alternation_on_a_miss_asks_for_both_rows(rules: Rules) -> None:
+    """single WNB / none: review-impact routine 2 wd; intermittent / none: Flag intermittent PL,
+    curiosity-review routine 5 wd."""
+    wnb, alternation = _all(rules, "not-brought", _outcomes("attended", "family-cancelled",
+                                                            "attended"))
+    assert actions_of(wnb) == {("review-impact", "routine", "2wd")}
+    assert wnb.flag is None
+    assert actions_of(alternation) == {("curiosity-review", "routine", "5wd")}
+    assert_flag(alternation, ("disengagement-intermittent", "PL"))
+    assert "alternate" in alternation.why
+    assert decide(Situation(event(), "not-brought", _outcomes(
+        "attended", "family-cancelled", "attended"), ChildStatus(), "child"), rules) == wnb
+
+
+def test_an_attendance_completing_an_alternation_asks_for_the_intermittent_row(
+    rules: Rules,
+) -> None:
+    (decision,) = _all(rules, "attended", _outcomes("not-brought", "attended", "family-cancelled"),
+                       frozenset({"cin"}))
+    assert (decision.situation, decision.column) == ("intermittent", "cin")
+    assert actions_of(decision) == {("curiosity-review", "routine", "5wd"),
+                                    ("inform-social-worker", "routine", "5wd")}
 
 
 def test_due_dates_skip_the_christmas_bank_holidays(rules: Rules) -> None:

@@ -84,9 +84,14 @@ def test_the_evidence_names_the_misses_and_the_event(p: Patterns) -> None:
         ([item("not-brought", 400, service="dental")], "single"),
         ([item("not-brought", 400, service="paeds"), item("attended", 380, service="dental")],
          "repeat"),
+        ([item("not-brought", 3 * 365, service="paeds"),
+          item("not-brought", 2 * 365, service="dental")], "repeat"),
+        ([item("not-brought", 800, service="paeds"), item("attended", 790, service="paeds"),
+          item("not-brought", 400, service="paeds")], "repeat"),
     ],
     ids=["consecutive", "attended in between", "a cancellation is not an outcome",
-         "other service", "attended elsewhere"],
+         "other service", "attended elsewhere", "years apart, however far",
+         "the last two at the service"],
 )
 def test_two_consecutive_misses_for_the_same_service_are_repeat(
     p: Patterns, history: list[HistoryItem], stage: str
@@ -153,6 +158,53 @@ def test_alternating_attended_and_missed_is_intermittent(
     assert (finding is not None) is found
     if finding is not None:
         assert finding.evidence == (*(h.event_key for h in history), KEY)
+
+
+@pytest.mark.parametrize(
+    ("signals", "now", "found"),
+    [
+        (["attended", "family-cancelled", "attended"], "not-brought", True),
+        (["attended", "not-brought", "attended"], "family-cancelled", True),
+        (["not-brought", "attended", "family-cancelled"], "attended", True),
+        (["attended", "not-brought", "attended"], "no-access-visit", True),
+        (["attended", "family-cancelled", "not-brought"], "attended", False),
+        (["attended", "family-cancelled", "attended"], "attended", False),
+        (["attended", "family-cancelled", "attended"], "unscheduled-attendance", False),
+    ],
+    ids=["A C A then not brought", "A N A then cancelled", "N A C then attended",
+         "A N A then no access", "two misses in a row", "two attendances in a row",
+         "not an appointment outcome"],
+)
+def test_alternation_is_found_whichever_signal_completes_it(
+    p: Patterns, signals: list[str], now: str, found: bool
+) -> None:
+    """rules.md 3: attended/not-brought/cancelled alternating, in either order, on any outcome."""
+    history = [item(s, 90 - 20 * i, n=i) for i, s in enumerate(signals)]
+    finding = intermittent(history, KEY, AT, p, now)
+    assert (finding is not None) is found
+    if finding is not None:
+        assert finding.evidence == (*(h.event_key for h in history), KEY)
+        assert "alternate" in finding.reason
+
+
+def test_the_cancellation_count_needs_this_event_to_be_a_cancellation(p: Patterns) -> None:
+    history = [item("family-cancelled", 100), item("family-cancelled", 50)]
+    assert intermittent(history, KEY, AT, p, "family-cancelled") is not None
+    assert intermittent(history, KEY, AT, p, "not-brought") is None
+
+
+@pytest.mark.parametrize("now", ["not-brought", "family-cancelled", "attended"])
+def test_alternation_is_raised_once_per_window(p: Patterns, now: str) -> None:
+    """Raised beside a WNB row, the history row holds both (repeat-wnb+intermittent)."""
+    signals = ["attended", "not-brought", "attended", "family-cancelled", "attended",
+               "not-brought", "attended"]
+    if now == "attended":
+        signals = [*signals[1:], "family-cancelled"]  # alternating, ending with a miss
+    raised = [item(s, 170 - 20 * i, n=i, situation="repeat-wnb+intermittent" if i == 5 else "")
+              for i, s in enumerate(signals)]
+    assert intermittent(raised, KEY, AT, p, now) is None
+    unraised = [item(s, 170 - 20 * i, n=i) for i, s in enumerate(signals)]
+    assert intermittent(unraised, KEY, AT, p, now) is not None
 
 
 # ---------------------------------------------------------------------------- over-engagement

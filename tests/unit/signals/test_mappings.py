@@ -81,6 +81,16 @@ BROKEN = {
         "no code set 'left-before-sen'"),
     "TOML syntax error": (
         "codes/refusal.toml", 'code = "183944003"', 'code = "183944003', "not valid TOML"),
+    "serviceCategory as the service": (
+        "fhir/Appointment.toml", 'service = ["participant:HealthcareService",',
+        'service = ["serviceCategory", "participant:HealthcareService",',
+        "never the service itself"),
+    "unknown service element": (
+        "fhir/Encounter.toml", 'service = ["serviceType.reference", "serviceType"]',
+        'service = ["serviceType.reference", "specialty"]', "unknown service element 'specialty'"),
+    "service element named twice": (
+        "fhir/Encounter.toml", 'service = ["serviceType.reference", "serviceType"]',
+        'service = ["serviceType", "serviceType"]', "named twice"),
     "unknown resource type": (
         "fhir/Appointment.toml", 'resource = "Appointment"', 'resource = "Appointments"',
         "resource must be one of"),
@@ -132,3 +142,11 @@ def test_no_invented_attendance_system_is_shipped(mappings: Mappings) -> None:
                    for ext in mappings.extensions.values() for urls in ext.values())
     for rule in mappings.rules_for("Appointment"):
         assert not any("attended-or-did-not-attend" in c for _, codes in rule.when for c in codes)
+
+
+def test_the_service_order_is_data_with_a_healthcare_service_first(mappings: Mappings) -> None:
+    """rules.md s.7: the HealthcareService or clinic reference, then the specialty/serviceType."""
+    assert mappings.services["Appointment"][0] == "participant:HealthcareService"
+    assert mappings.services["Appointment"].index("specialty") < \
+        mappings.services["Appointment"].index("serviceType")
+    assert all("serviceCategory" not in order for order in mappings.services.values())
