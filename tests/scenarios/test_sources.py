@@ -49,6 +49,7 @@ def _write(folder: Path, name: str, doc: dict[str, Any]) -> None:
 
 
 def _replay(folder: Path, engine: Engine, tmp_path: Path) -> ReplayResult:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     store = SqliteStore(str(tmp_path / "sources.sqlite3"))
     try:
         return replay([folder], engine, store)
@@ -191,3 +192,24 @@ def test_a_folder_names_the_source_and_the_provider_by_ods_code(
     focus = sorted(orjson.dumps(t["focus"]).decode() for t in _tasks(result))
     assert '"value":"APT-1"' in focus[0]
     assert all("urn:hl7v2" not in f for f in focus)
+
+
+def test_a_source_says_which_element_is_its_service(tmp_path: Path) -> None:
+    """Two misses 14 months apart, same specialty, different clinic (serviceType). By the shipped
+    order the specialty is the service: 2 consecutive at one service, a repeat. A source whose
+    clinics are its services says so, and each miss is then a single (rules.md s.3, s.7)."""
+    def miss(aid: str, start: str, clinic: str) -> dict[str, Any]:
+        return _noshow(aid, "Patient/1", start, specialty=[{"coding": [
+            {"system": "http://snomed.info/sct", "code": "394537008"}]}], serviceType=[
+            {"coding": [{"system": "https://a.example/clinic", "code": clinic}]}])
+    inputs = tmp_path / "in" / "feeds" / "trust-a"
+    _write(inputs, "p.json", _patient("1", A, "2015-01-01"))
+    _write(inputs, "a1.json", miss("1", "2025-01-06T10:00:00Z", "asthma"))
+    _write(inputs, "a2.json", miss("2", "2026-03-02T10:00:00Z", "allergy"))
+    codes = []
+    for service in ("", 'service = { Appointment = ["serviceType"] }'):
+        path = tmp_path / f"settings{len(codes)}.toml"
+        path.write_text(f'[[sources]]\nname = "trust-a"\nfolders = ["feeds/trust-a"]\n{service}\n')
+        result = _replay(tmp_path / "in", load_engine(Settings.load(path)), tmp_path / path.stem)
+        codes.append(_codes_for(result, A))
+    assert codes == [REPEAT | {"review-impact"}, {"review-impact"}]
