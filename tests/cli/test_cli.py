@@ -21,14 +21,16 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_replay_fixtures_writes_one_transaction_bundle_and_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
-    run = _cli("replay", str(SCENARIOS.parent), "--out", str(out), "--store",
-               str(tmp_path / "s.sqlite3"), cwd=tmp_path)
+    # The README's demo: every fixture, the region's sources named by its settings.
+    settings = SCENARIOS.parent / "region" / "settings.toml"
+    run = _cli("--config", str(settings), "replay", str(SCENARIOS.parent), "--out", str(out),
+               "--store", str(tmp_path / "s.sqlite3"), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     bundle = json.loads(out.read_text())
     assert (bundle["resourceType"], bundle["type"]) == ("Bundle", "transaction")
     methods = {(e["resource"]["resourceType"], e["request"]["method"]) for e in bundle["entry"]}
     assert methods == {("Flag", "PUT"), ("Task", "POST"), ("Provenance", "PUT")}
-    assert "neglect-referral 2" in run.stderr
+    assert "neglect-referral 3" in run.stderr  # scenarios 07 and 08, and the region's child Z
     assert "rejected records: 0" in run.stderr
 
 

@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
+from fhir_engagement.config import Settings
 from fhir_engagement.ingest.references import resource_path
-from fhir_engagement.pipeline import Engine
+from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
 from tests.conftest import SCENARIOS, without_decision_times
@@ -123,8 +124,11 @@ def test_over_engagement_never_writes_to_the_parents(engine: Engine, store: Sqli
 def test_whole_fixture_folder_is_the_union_of_its_scenarios(
     engine: Engine, store: SqliteStore
 ) -> None:
-    bundle = _run([SCENARIOS.parent], engine, store)
-    want = sum(len(_expected(c).get("task", [])) for c in CASES)
+    region = SCENARIOS.parent / "region"
+    with_region = load_engine(Settings.load(region / "settings.toml"))
+    bundle = _run([SCENARIOS.parent], with_region, store)
+    want = sum(len(_expected(c).get("task", [])) for c in CASES) + len(
+        tomllib.loads((region / "expected.toml").read_text())["task"])
     assert len(_tasks(bundle)) == want
     situations = {t["note"][1]["text"].split()[2].split("/")[0] for t in _tasks(bundle)}
     assert situations == {"single-wnb", "repeat-wnb", "persistent-wnb", "intermittent",
