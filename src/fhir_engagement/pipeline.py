@@ -271,10 +271,12 @@ class Pipeline:
         if not event.identifiers or event.occurred is None:
             return event
         minute = event.occurred.isoformat()[:16]  # to the minute; occurred is always UTC
-        # Twins come from one provider: two trusts' appointment numbers may well coincide.
-        provider = self.engine.reader.sources.ods(split_key(event.key)[1]) or ""
-        aliases = [f"{provider}|{event.resource_type}|{value}|{minute}"
-                   for value in event.identifiers]
+        # Twins come from one provider: two trusts' appointment numbers may well coincide. With
+        # no ODS code configured, the alias is the one earlier versions stored, so a twin still
+        # finds an event recorded before sources existed.
+        ods = self.engine.reader.sources.ods(split_key(event.key)[1])
+        scope = f"{ods}|" if ods else ""
+        aliases = [f"{scope}{event.resource_type}|{value}|{minute}" for value in event.identifiers]
         for alias in aliases:
             key = self.store.event_alias(alias)
             if key is not None and key != event.key:
