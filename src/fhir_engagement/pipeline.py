@@ -129,6 +129,7 @@ class Pipeline:
         self.engine, self.store, self.run = engine, store, run
         self._clock = clock
         self.stats: Counter[str] = Counter()
+        self.queued = 0  # deliveries queued so far: serve wakes the outbox when it grows
         self._tz = ZoneInfo(engine.rules.timezone)
         self._validator = OutputValidator()
 
@@ -363,6 +364,7 @@ class Pipeline:
             # One delivery per decision: the Tasks reference the Flag, so it always goes along.
             ids = [*written, pid] + ([flag_id(child, kind)] if flag_url else [])
             self.store.enqueue_delivery(pid, child, ids)
+            self.queued += 1
 
     def _flag(
         self, decision: Decision, event: Event, child: str, kind: str, subject: dict[str, object]

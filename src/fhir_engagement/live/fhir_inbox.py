@@ -8,6 +8,7 @@ adapter must read from the FHIR server; what it reads goes through ingest/record
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -38,6 +39,7 @@ class FhirInbox:
                  max_attempts: int = 3) -> None:
         self.pipeline, self.client, self.max_attempts = pipeline, client, max_attempts
         self.store, self.stats = pipeline.store, pipeline.stats
+        self.committed: Callable[[], None] | None = None  # serve: wakes the outbox (workers.py)
         self.recovery = Recovery(pipeline, client)
         self.first_sight = FirstSight(pipeline, client) if client is not None else None
 
@@ -65,9 +67,9 @@ class FhirInbox:
     async def drain(self, limit: int = 200) -> int:
         """Process up to ``limit`` kept items (recoveries first, then pushes); returns how many."""
         done = await drain_items(self.store, recovery.CHANNEL, limit, self._recover, self.stats,
-                                 self.max_attempts)
+                                 self.max_attempts, self.committed)
         done += await drain_items(self.store, CHANNEL, limit, self._process, self.stats,
-                                  self.max_attempts)
+                                  self.max_attempts, self.committed)
         if done:
             _LOG.info("processed %d pushes; %d events so far", done, self.stats["events"])
         return done

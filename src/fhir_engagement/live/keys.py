@@ -14,8 +14,8 @@ from fhir_engagement.live.workers import Supervisor
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import Store
 
-__all__ = ["CLIENT", "ENGINE", "FHIR_INBOX", "MLLP_SERVER", "PIPELINE", "SETTINGS", "STORE", "SUPERVISOR",
-           "WAKE"]
+__all__ = ["CLIENT", "ENGINE", "FHIR_INBOX", "MLLP_SERVER", "OUTBOX_WAKE", "PIPELINE", "SETTINGS", "STORE",
+           "SUPERVISOR", "WAKE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
@@ -26,3 +26,4 @@ FHIR_INBOX = web.AppKey("fhir_inbox", FhirInbox)
 CLIENT = web.AppKey("client", FhirClient)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 WAKE = web.AppKey("wake", asyncio.Event)  # set when a push is kept: the FHIR inbox worker runs
+OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)  # set when a decision is committed

@@ -107,19 +107,23 @@ class Outbox:
         return report
 
     async def run(self, wake: asyncio.Event, idle: float = 1.0) -> None:
-        """Serve mode: deliver whenever woken, and at least every ``idle`` seconds.
+        """Serve mode: deliver whenever woken (each committed decision sets ``wake``), and at
+        least every ``idle`` seconds: a rescheduled batch falls due with no decision to wake it.
 
         It ends only when cancelled. A batch's own failure is contained in ``_deliver``; what
         reaches here is the store failing, which no batch caused: logged, tried again later.
         """
         while True:
+            # Cleared before the pass, not after: a decision committed while a batch is on the
+            # wire sets it again, and the next pass starts at once instead of after ``idle``.
+            wake.clear()
             try:
                 await self.run_once()
             except Exception as exc:  # the worker outlives a failed pass; cancellation ends it
                 _LOG.error("a delivery pass failed, trying again: %s", type(exc).__name__)
-            wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), idle)
+                async with asyncio.timeout(idle):  # no task per wait: it turns per decision
+                    await wake.wait()
 
     async def _deliver(self, batch: str, attempts: int) -> DeliveryReport:
         """Send one batch and sort how it failed: the one place a batch's failure is contained.

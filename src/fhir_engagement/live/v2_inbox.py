@@ -6,6 +6,8 @@ committed. The MLLP server (ingest/mllp.py) only frames; this module decides the
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fhir_engagement.errors import InputError, MessageError, StoreError, UnreadableError
 from fhir_engagement.ingest.ack import INTERNAL_ERROR, build_ack
 from fhir_engagement.ingest.records import Kind, RawItem, Read
@@ -24,6 +26,7 @@ class V2Inbox:
     def __init__(self, pipeline: Pipeline, channel: str = "mllp", max_attempts: int = 3) -> None:
         self.pipeline, self.channel, self.max_attempts = pipeline, channel, max_attempts
         self.store, self.stats = pipeline.store, pipeline.stats
+        self.committed: Callable[[], None] | None = None  # serve: wakes the outbox (workers.py)
 
     async def accept(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
         """Keep one message durably, then answer it: (ACK, whether it is new).
@@ -70,7 +73,7 @@ class V2Inbox:
     async def drain(self, limit: int = 100) -> int:
         """Process up to ``limit`` stored messages in arrival order; returns how many."""
         return await drain_items(self.store, self.channel, limit, self._process, self.stats,
-                                 self.max_attempts)
+                                 self.max_attempts, self.committed)
 
     async def _process(self, origin: str, raw: bytes) -> None:
         read = await self._read(raw, origin)

@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 from fhir_engagement.errors import StoreError
 from fhir_engagement.store.base import DeadLetters, Inbox, Transactional
 
-__all__ = ["Handle", "Supervisor", "drain_items", "off_loop_if_large"]
+__all__ = ["Handle", "Supervisor", "drain_items", "off_loop_if_large", "wake_on_decisions"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -43,21 +43,45 @@ async def off_loop_if_large(size: int, work: Callable[..., T], *args: object) ->
     return await asyncio.to_thread(work, *args)
 
 
+def wake_on_decisions(queued: Callable[[], int], wake: asyncio.Event) -> Callable[[], None]:
+    """A ``committed`` hook that sets ``wake`` when the commit just made queued a delivery.
+
+    Only a decision wakes the outbox: most items (bookings, attendances) decide nothing, and a
+    pass over an empty queue per item would cost a query each at thousands of pushes a second.
+    """
+    seen = queued()
+
+    def committed() -> None:
+        nonlocal seen
+        now = queued()
+        if now != seen:
+            seen = now
+            wake.set()
+
+    return committed
+
+
 class _QueueStore(Transactional, Inbox, DeadLetters, Protocol):
     """What draining needs of the store."""
 
 
 async def drain_items(
     store: _QueueStore, channel: str, limit: int, handle: Handle, stats: Counter[str],
-    max_attempts: int,
+    max_attempts: int, committed: Callable[[], None] | None = None,
 ) -> int:
-    """Process up to ``limit`` pending items of ``channel``, each in its own commit."""
+    """Process up to ``limit`` pending items of ``channel``, each in its own commit.
+
+    ``committed`` is called after each item's commit: serve wakes the outbox there, so a decision
+    goes out as soon as it is durable, not at the outbox's next idle poll.
+    """
     rows = store.inbox_pending(limit, channel)
     for item, origin, raw in rows:
         try:
             await handle(origin, raw)
             store.inbox_done([item])
             store.commit()
+            if committed is not None:
+                committed()
         except (StoreError, asyncio.CancelledError):
             store.rollback()  # its partial writes must not be committed with the next item's
             raise
