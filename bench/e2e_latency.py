@@ -1,0 +1,133 @@
+"""A no-show created on the FHIR server -> its Task on the FHIR server: p50/p99 latency.
+
+Live mode as it really runs: sekmet-fhir (from the project's ``.sekmet`` venv) and
+``fhir-engagement serve`` each in a process of their own; ``fhir-engagement subscribe`` makes the
+server's Subscriptions (rest-hook to the adapter's /notify). This process puts ``--n`` children
+on the server, then creates one no-show Appointment for each, ``--interval`` seconds apart (a
+clinic's pace, not a flood: the figure is the path's latency, not a queue's). The path: sekmet
+notifies, the adapter keeps the push, reads the child on first sight, decides, commits, and the
+outbox (woken by the decision) writes the transaction back.
+
+Latency is measured on the server's own clock: the Task's ``meta.lastUpdated`` minus the
+Appointment's, so looking for the Task adds nothing to it. Goal (issue 15): p50 < 100 ms,
+p99 < 250 ms on this 2-core machine.
+
+Run from the repository root:  .venv/bin/python bench/e2e_latency.py --n 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from writeback_bench import _free_port, _start_sekmet
+
+HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
+
+
+def _wait_ready(url: str) -> None:
+    for _ in range(200):  # bounded: about 20 s
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("the adapter did not start")
+
+
+async def _put(http: aiohttp.ClientSession, url: str, resource: dict[str, object]) -> str:
+    """PUT one resource; its ``meta.lastUpdated`` as the server recorded it."""
+    async with http.put(url, json=resource, headers=HEADERS) as resp:
+        body = await resp.json(content_type=None)
+        if resp.status not in (200, 201):
+            raise SystemExit(f"the server refused a PUT: HTTP {resp.status}")
+    return str(body["meta"]["lastUpdated"])
+
+
+async def _task_time(http: aiohttp.ClientSession, base: str, appt: str, wait: float) -> str | None:
+    """The first Task's ``meta.lastUpdated`` for ``appt``, looked for up to ``wait`` seconds."""
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        async with http.get(f"{base}/Task?focus=Appointment/{appt}", headers=HEADERS) as resp:
+            body = await resp.json(content_type=None)
+        times = [e["resource"]["meta"]["lastUpdated"] for e in body.get("entry", [])]
+        if times:
+            return min(times)
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def _run(base: str, n: int, interval: float, run: str) -> list[float]:
+    async with aiohttp.ClientSession() as http:
+        for i in range(n):  # the children are on the server before their no-shows
+            await _put(http, f"{base}/Patient/{run}-c{i}", {
+                "resourceType": "Patient", "id": f"{run}-c{i}", "birthDate": "2016-05-05"})
+        created: dict[str, str] = {}
+        for i in range(n):
+            appt = f"{run}-a{i}"
+            created[appt] = await _put(http, f"{base}/Appointment/{appt}", {
+                "resourceType": "Appointment", "id": appt, "status": "noshow",
+                "start": "2026-03-02T10:00:00Z",
+                "participant": [{"actor": {"reference": f"Patient/{run}-c{i}"},
+                                 "status": "declined"}]})
+            await asyncio.sleep(interval)
+        latencies, missing = [], 0
+        for appt, made in created.items():
+            task = await _task_time(http, base, appt, 10.0)
+            if task is None:
+                missing += 1
+                continue
+            latencies.append((datetime.fromisoformat(task)
+                              - datetime.fromisoformat(made)).total_seconds())
+        if missing:
+            print(f"{missing} no-show(s) had no Task after 10 s")
+        return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="no-shows (default 200)")
+    parser.add_argument("--interval", type=float, default=0.05,
+                        help="seconds between no-shows (default 0.05)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        sekmet, base = _start_sekmet(work)
+        port, store = _free_port(), work / "serve.sqlite3"
+        adapter = subprocess.Popen([sys.executable, "-m", "fhir_engagement", "serve", "--port",
+                                    str(port), "--store", str(store), "--fhir-base", base],
+                                   stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_ready(url)
+            subprocess.run([sys.executable, "-m", "fhir_engagement", "subscribe", "--fhir-base",
+                            base, "--endpoint", f"{url}/notify"], check=True,
+                           stdout=subprocess.DEVNULL)
+            latencies = asyncio.run(_run(base, args.n, args.interval, f"e2e{port}"))
+        finally:
+            adapter.terminate()
+            adapter.wait(timeout=30)
+            sekmet.terminate()
+            sekmet.wait(timeout=30)
+    if len(latencies) < 2:
+        raise SystemExit("too few Tasks to measure")
+    q = statistics.quantiles(latencies, n=100)
+    print(f"{len(latencies)} no-shows -> Tasks on the server: p50 {q[49] * 1000:.0f} ms, "
+          f"p99 {q[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
+          f"(goal p50 < 100 ms, p99 < 250 ms)")
+
+
+if __name__ == "__main__":
+    main()
