@@ -19,13 +19,13 @@ from fhir_engagement.model import SLOTS, STATUS_SYSTEMS
 
 __all__ = ["SlotSource", "V2Mapping", "V2Mappings", "load_v2_mappings"]
 
-_FIELD = re.compile(r"^[A-Z][A-Z0-9]{2}-\d{1,3}(\.\d{1,2}){0,2}$")
+_FIELD = re.compile(r"^[A-Z][A-Z0-9]{2}(\[[1-9][0-9]{0,3}\])?-\d{1,3}(\.\d{1,2}){0,2}$")
 
 
 def _check_fields(values: list[str]) -> list[str]:
     for value in values:
         if not _FIELD.match(value):
-            raise ValueError(f"'{value}' is not a field reference like 'PID-3.1'")
+            raise ValueError(f"'{value}' is not a field reference like 'PID-3.1' or 'AIS[2]-3.1'")
     return values
 
 
