@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fhir_engagement.errors import StoreError
-from fhir_engagement.live.workers import Supervisor, drain_items
+from fhir_engagement.live.workers import Supervisor, drain_items, wake_on_decisions
 from fhir_engagement.store import SqliteStore
 
 
@@ -84,3 +84,27 @@ async def test_a_stopped_worker_is_restarted_counted_and_reported_down_meanwhile
     assert supervisor.down() == {}
     assert stats["worker restarts w"] == 1
     await supervisor.stop("w")
+
+
+async def test_the_commit_hook_wakes_the_outbox_only_after_a_commit_that_queued_a_decision(
+    store: SqliteStore,
+) -> None:
+    """Items 0 and 2 decide something (the queued count grows), item 1 does not: the event is
+    set after each deciding item's commit, never before it and never for item 1."""
+    queued = 0
+    wake = asyncio.Event()
+    seen: list[bool] = []  # whether the event was set when each item began
+
+    async def handle(origin: str, raw: bytes) -> None:
+        nonlocal queued
+        seen.append(wake.is_set())
+        wake.clear()
+        if raw != b"body 1":
+            queued += 1  # what Pipeline.queued does when it enqueues a delivery
+
+    await drain_items(store, "fhir", 10, handle, Counter(), 3,
+                      committed=wake_on_decisions(lambda: queued, wake))
+    # Before item 0 nothing was set; item 0 decided, so it was set when item 1 began; item 1
+    # decided nothing, so it was clear when item 2 began; item 2 decided: set at the end.
+    assert seen == [False, True, False]
+    assert wake.is_set()
