@@ -414,6 +414,7 @@ def _summary(result: ReplayResult, out: Path | None, store: str, err: TextIO) ->
         _group(stats, "retracted ", "retracted"),
         _group(stats, "flag ", "Flags written"),
         _group(stats, "task ", "Tasks written"),
+        _group(stats, "letter ", "letter drafts written (CommunicationRequest)"),
         f"rejected records: {len(result.rejected):,} (kept in the dead-letter store {store})",
     ]
     lines += [f"  {e.where}: {e.reason}" for e in result.rejected[:_MAX_REJECTED_SHOWN]]

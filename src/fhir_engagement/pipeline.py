@@ -28,7 +28,7 @@ from fhir_engagement.decisions.ids import (
     reference_for,
     task_id,
 )
-from fhir_engagement.decisions.letter import letter_drafts, merge_facts
+from fhir_engagement.decisions.letter import COPIES, letter_drafts, merge_facts
 from fhir_engagement.decisions.lettertemplates import LetterTemplates, load_letter_templates
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
@@ -415,9 +415,9 @@ class Pipeline:
         drafts = letter_drafts(tid, full_url(tid), decision, event, subject,
                                self._letter_facts(child), self.engine.letters, self._tz,
                                decided, band)
-        for lid, draft in drafts:
+        for (lid, draft), copy in zip(drafts, COPIES, strict=True):
             self._put(lid, "CommunicationRequest", child, draft)
-            self.stats["letter drafts"] += 1
+            self.stats[f"letter {copy}"] += 1
         return [lid for lid, _ in drafts]
 
     def _flag(
