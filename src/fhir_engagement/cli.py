@@ -454,6 +454,9 @@ def _check(engine: Engine, settings: Settings, out: TextIO) -> int:
           f"{sum(len(v) for v in mappings.extensions.values())}", file=out)
     print(f"rules: version {rules.version}, {len(rules.cells)} cells, "
           f"{len(rules.holidays)} holidays, {len(rules.owners)} owner roles", file=out)
+    if engine.letters is not None:
+        print(f"WNB letters: {', '.join(sorted(engine.letters.languages))} (and page.html)",
+              file=out)
     return EXIT_OK
 
 
