@@ -50,9 +50,9 @@ def _text(value: Any) -> str:
 
 def _names(value: Any) -> list[Json]:
     """HumanNames, the one in use first (official, usual, then the rest; "old" ones never)."""
-    names = [n for n in _list(value) if isinstance(n, dict) and n.get("use") != "old"]
+    names = [n for n in _list(value) if isinstance(n, dict) and _text(n.get("use")) != "old"]
     order = {"usual": 0, "official": 1}
-    return sorted(names, key=lambda n: order.get(n.get("use"), 2))
+    return sorted(names, key=lambda n: order.get(_text(n.get("use")), 2))
 
 
 def _given_name(value: Any) -> str:

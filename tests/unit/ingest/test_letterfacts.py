@@ -69,3 +69,10 @@ def test_letter_details_of_the_wrong_shape_never_reject_the_patient() -> None:
     assert isinstance(facts, PatientFacts)
     assert facts.birth_date == "2015-01-01"
     assert facts.letter is None
+
+
+def test_a_name_use_of_the_wrong_type_is_no_use() -> None:
+    """Found by tests/fuzz: ``use`` as a list must not stop the read (it is not hashable)."""
+    (facts,) = _read({"resourceType": "Patient", "id": "p1",
+                      "name": [{"use": ["official"], "given": ["Finn"]}]})
+    assert facts.letter == LetterFacts("Finn")
