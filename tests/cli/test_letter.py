@@ -149,3 +149,27 @@ def test_no_store_is_a_clear_message(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "no store at" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_html_escapes_a_child_called_script(tmp_path: Path) -> None:
+    """A hostile name in the input prints as text in the HTML page, never as markup."""
+    doc = orjson.loads((CASE / "bundle.json").read_bytes())
+    amira = doc["entry"][0]["resource"]
+    amira["name"][0]["given"] = ["<script>alert(1)</script>"]
+    amira["contact"][0]["name"] = {"text": "<img src=x onerror=alert(2)>"}
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bundle.json").write_bytes(orjson.dumps(doc))
+    store = tmp_path / "s.sqlite3"
+    run = _cli("replay", str(tmp_path / "in"), "--out", str(tmp_path / "b.json"), "--store",
+               str(store), "--quiet", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    bundle = orjson.loads((tmp_path / "b.json").read_bytes())
+    task = next(e["resource"]["identifier"][0]["value"] for e in bundle["entry"]
+                if e["resource"]["resourceType"] == "Task"
+                and e["resource"]["code"]["coding"][0]["code"] == "send-wnb-letter"
+                and e["resource"]["focus"]["reference"].endswith("/s40-a2"))
+    html = _cli("letter", task, "--format", "html", "--store", str(store), cwd=tmp_path).stdout
+    assert "<script>" not in html
+    assert "<img" not in html
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; was not brought" in html
+    assert "Dear &lt;img src=x onerror=alert(2)&gt;," in html
