@@ -388,7 +388,8 @@ class Pipeline:
             self.stats[f"task {action.code}"] += 1
             written.append(tid)
             if action.code == "send-wnb-letter":
-                written.extend(self._letters(tid, decision, event, child, subject, decided, band))
+                written.extend(self._letters(tid, decision, event, child, subject, decided,
+                                             band, signal))
         if written or flag_changed:
             # The Flag goes with every batch that references it, so it is a target too: every
             # write carries Provenance, even an unchanged Flag written again beside new Tasks.
@@ -403,7 +404,7 @@ class Pipeline:
 
     def _letters(
         self, tid: str, decision: Decision, event: Event, child: str,
-        subject: dict[str, object], decided: datetime, band: str,
+        subject: dict[str, object], decided: datetime, band: str, signal: str,
     ) -> list[str]:
         """The letter drafts that go with a send-wnb-letter Task (rules.md s.8, "The letter").
 
@@ -414,7 +415,7 @@ class Pipeline:
             return []
         drafts = letter_drafts(tid, full_url(tid), decision, event, subject,
                                self._letter_facts(child), self.engine.letters, self._tz,
-                               decided, band)
+                               decided, band, signal=signal)
         for (lid, draft), copy in zip(drafts, COPIES, strict=True):
             self._put(lid, "CommunicationRequest", child, draft)
             self.stats[f"letter {copy}"] += 1

@@ -14,6 +14,7 @@ who chose not to attend: ``LetterRefusedError`` says so if a caller ever asks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -27,12 +28,8 @@ __all__ = ["COPIES", "LetterRefusedError", "letter_drafts", "merge_facts"]
 
 COPIES = ("parent", "gp")
 _CATEGORY = "https://fhir-engagement.org/fhir/CodeSystem/engagement-action"
-# Why the GP is told, by the rules-table row that asked for the letter (else the rule's own why).
-_SITUATIONS = {
-    "repeat-wnb": "{child} has now missed two appointments in a year, or two in a row at one "
-                  "service",
-    "persistent-wnb": "{child} has now missed three or more appointments in a year",
-}
+# The rule's reason, as decide.py words it: "Rule X fired: <reason>. Known status: ...".
+_REASON = re.compile(r"fired: (.+?)\. Known status")
 
 
 class LetterRefusedError(ValueError):
@@ -51,8 +48,12 @@ def letter_drafts(
     decided: datetime,
     band: str = "",
     reliant_on_adult: bool = False,
+    signal: str = "not-brought",
 ) -> list[tuple[str, dict[str, Any]]]:
     """The parent's letter and the GP's copy, as (id, CommunicationRequest), for one Task.
+
+    ``signal`` is what the event raised: a ``no-access-visit`` letter says no one was in when
+    the visit came, rather than that the child was not brought.
 
     Raises:
         LetterRefusedError: over-engagement, or a young person (16-17) not known to have been
@@ -66,6 +67,7 @@ def letter_drafts(
     letter = letters.pick(tuple(code for code, _ in facts.languages))
     recipient = _recipient(facts, letter)
     values = _values(decision, event, facts, letter, recipient, tz)
+    values["home_visit"] = signal == "no-access-visit"
     parent_text = letter.render("parent.body", values)
     values["letter"] = parent_text
     gp_text = letter.render("gp.body", values)
@@ -95,7 +97,10 @@ def _values(
     child = facts.given_name or "your child"
     service = _service_name(event.raw)
     local = event.occurred.astimezone(tz) if event.occurred else None
-    situation = _SITUATIONS.get(decision.situation, "{why}").format(child=child, why=decision.why)
+    # The GP is told the rule's own reason (an infant's first no-access visit counts as repeat,
+    # say), not a paraphrase that could be wrong for the row that fired.
+    reason = _REASON.search(decision.why)
+    situation = f"of this pattern of missed care: {reason.group(1) if reason else decision.why}"
     return {
         "child": child,
         "to": recipient.name if recipient else "",

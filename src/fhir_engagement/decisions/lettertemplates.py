@@ -28,6 +28,7 @@ SAMPLE: dict[str, Any] = {
     "child": "Sam", "to": "Alex Smith", "service": "dental", "day": "Monday 5 January 2026",
     "time": "10:00", "why": "Checks keep teeth healthy.", "language": "Polish", "gp": "Dr Jones",
     "situation": "this is the second missed appointment in a year", "letter": "Dear Alex",
+    "home_visit": False,
 }
 
 

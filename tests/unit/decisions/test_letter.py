@@ -180,3 +180,19 @@ def test_no_english_letter_stops_the_start(tmp_path: Path) -> None:
     shutil.copy(MAPPINGS / "letters" / "page.html", tmp_path / "letters")
     with pytest.raises(LetterTemplateError, match=r"no en\.toml"):
         load_letter_templates(tmp_path / "letters")
+
+
+def test_a_no_access_visit_says_no_one_was_in(repeat: Decision, letters: LetterTemplates) -> None:
+    parent, gp = (d for _, d in _drafts(repeat, letters, LetterFacts("Sam"),
+                                        signal="no-access-visit"))
+    assert _text(parent).startswith("We could not see Sam at home\n")
+    assert "We came to see Sam at home on Tuesday 7 July 2026 at 09:45, but no one was in." \
+        in _text(parent)
+    assert "was not brought to" not in _text(parent)
+    assert textstat.flesch_reading_ease(_text(parent)) >= 60
+
+
+def test_the_gp_is_told_the_rule_s_own_reason(repeat: Decision, letters: LetterTemplates) -> None:
+    gp = _drafts(repeat, letters, LetterFacts("Sam"))[1][1]
+    assert "We wrote because of this pattern of missed care: 2nd not-brought in 365 days." \
+        in _text(gp)
