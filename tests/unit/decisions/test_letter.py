@@ -190,6 +190,7 @@ def test_a_no_access_visit_says_no_one_was_in(repeat: Decision, letters: LetterT
         in _text(parent)
     assert "was not brought to" not in _text(parent)
     assert textstat.flesch_reading_ease(_text(parent)) >= 60
+    assert _text(gp).startswith("Copy for the GP: we could not see Sam at home\n")
 
 
 def test_the_gp_is_told_the_rule_s_own_reason(repeat: Decision, letters: LetterTemplates) -> None:
