@@ -45,7 +45,8 @@ _NOTES = pytest.StashKey[list[str]]()
 
 # The clock's part of an output: the decision time (Task.authoredOn, Provenance.recorded) and any
 # server-side meta. Everything else a replay writes is a function of its input alone.
-DECISION_TIMES = {"Task": ("authoredOn",), "Provenance": ("recorded",)}
+DECISION_TIMES = {"Task": ("authoredOn",), "CommunicationRequest": ("authoredOn",),
+                  "Provenance": ("recorded",)}
 
 
 def without_decision_times(resource: dict[str, Any]) -> dict[str, Any]:

@@ -53,6 +53,7 @@ from fhir_engagement.reports import open_report_store
 from fhir_engagement.reports.audit import Auditor, requester
 from fhir_engagement.reports.charts import mix_chart, rate_chart
 from fhir_engagement.reports.chronology import chronology_bundle, chronology_text, open_chronology
+from fhir_engagement.reports.letters import letter_html, letter_pdf, open_letter
 from fhir_engagement.reports.mix import mix_csv, mix_report, mix_text
 from fhir_engagement.reports.period import Period
 from fhir_engagement.reports.rates import rate_csv, rate_report, rate_text
@@ -112,6 +113,8 @@ def _command(args: argparse.Namespace) -> int:
         return _subscribe(args, settings, sys.stderr)
     if args.command == "report":
         return _report(args, engine, settings, sys.stdout)
+    if args.command == "letter":
+        return _letter(args, engine, settings, sys.stdout)
     return _replay(args, engine, settings, sys.stderr)
 
 
@@ -191,6 +194,15 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--insecure", action="store_true", help="listen beyond this machine without "
                     "credentials (warned at every start; for a network you trust completely)")
     _report_parser(sub)
+    lt = sub.add_parser("letter", help="a send-wnb-letter Task's letter draft: text, HTML or PDF "
+                        "(audited: it names a child)")
+    lt.add_argument("task_id", metavar="TASK_ID", help="the send-wnb-letter Task's id (fe-task-...)")
+    lt.add_argument("--copy", choices=("parent", "gp"), default="parent",
+                    help="the parent's letter (default) or the GP's copy")
+    lt.add_argument("--format", choices=("text", "html", "pdf"), default="text")
+    lt.add_argument("--out", type=Path, help="write to this file (0600) instead of printing; "
+                    "needed for pdf")
+    lt.add_argument("--store", help="the SQLite store to read")
     return parser
 
 
@@ -414,6 +426,7 @@ def _summary(result: ReplayResult, out: Path | None, store: str, err: TextIO) ->
         _group(stats, "retracted ", "retracted"),
         _group(stats, "flag ", "Flags written"),
         _group(stats, "task ", "Tasks written"),
+        _group(stats, "letter ", "letter drafts written (CommunicationRequest)"),
         f"rejected records: {len(result.rejected):,} (kept in the dead-letter store {store})",
     ]
     lines += [f"  {e.where}: {e.reason}" for e in result.rejected[:_MAX_REJECTED_SHOWN]]
@@ -441,6 +454,9 @@ def _check(engine: Engine, settings: Settings, out: TextIO) -> int:
           f"{sum(len(v) for v in mappings.extensions.values())}", file=out)
     print(f"rules: version {rules.version}, {len(rules.cells)} cells, "
           f"{len(rules.holidays)} holidays, {len(rules.owners)} owner roles", file=out)
+    if engine.letters is not None:
+        print(f"WNB letters: {', '.join(sorted(engine.letters.languages))} (and page.html)",
+              file=out)
     return EXIT_OK
 
 
@@ -501,6 +517,46 @@ def _chronology(args: argparse.Namespace, engine: Engine, settings: Settings, st
         bundle = chronology_bundle(chron, engine.systems)
         _write(args.bundle, orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode())
     print(chronology_text(chron, engine.systems, tz), end="", file=out)
+
+
+def _letter(args: argparse.Namespace, engine: Engine, settings: Settings, out: TextIO) -> int:
+    """A letter draft, read (and audited) like a chronology: one named child, never aggregate."""
+    if args.format == "pdf" and args.out is None:
+        print("fhir-engagement letter: --format pdf needs --out FILE (a PDF is not for a "
+              "terminal)", file=sys.stderr)
+        return EXIT_USAGE
+    if engine.letters is None:
+        raise ReportError("no letter templates are loaded (mappings/letters/)")
+    store = open_report_store(settings.store)
+    try:
+        letter = open_letter(store, args.task_id, _auditor(settings, store), args.copy,
+                             args.format)
+    finally:
+        store.close()
+    _send_audit_event(settings, letter.read.event)
+    if args.format == "pdf":
+        content: bytes = letter_pdf(letter)
+    else:
+        text = letter_html(letter, engine.letters) if args.format == "html" else letter.text
+        if args.out is None:
+            print(text, end="" if text.endswith("\n") else "\n", file=out)
+            return EXIT_OK
+        content = text.encode("utf-8")
+    _write_private(args.out, content)
+    return EXIT_OK
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    """A file only its owner can read (0600): a letter names a child and their family."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
+        os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+    except OSError as exc:
+        raise ReportError(f"cannot write {path}: {exc.strerror}") from exc
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def _files(args: argparse.Namespace, csv_text: str, svg_text: str) -> None:

@@ -3,7 +3,8 @@
     EngagementError
     ├── ConfigError            start-up: a settings, mapping or rules file is wrong (names file + key)
     │   ├── MappingError
-    │   └── RulesError
+    │   ├── RulesError
+    │   └── LetterTemplateError  a WNB letter template (mappings/letters/)
     ├── InputError             bad data from outside; the input is kept in the dead-letter store
     │   ├── RecordError        one FHIR record cannot be read (names file, position and JSON path)
     │   │   ├── CalendarRangeError  an event's due date falls outside the years the calendar knows
@@ -40,6 +41,7 @@ __all__ = [
     "FramingError",
     "IdentityConflictError",
     "InputError",
+    "LetterTemplateError",
     "MappingError",
     "MessageError",
     "NotificationError",
@@ -73,6 +75,10 @@ class MappingError(ConfigError):
 
 class RulesError(ConfigError):
     """The rules table or calendar is wrong."""
+
+
+class LetterTemplateError(ConfigError):
+    """A letter template under mappings/letters/ is wrong (its TOML, or a template that fails)."""
 
 
 class InputError(EngagementError):

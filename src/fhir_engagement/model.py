@@ -23,10 +23,12 @@ __all__ = [
     "STATUS_SYSTEMS",
     "Action",
     "ChildStatus",
+    "Contact",
     "Decision",
     "Event",
     "FlagChange",
     "HistoryItem",
+    "LetterFacts",
     "PatientFacts",
     "Signal",
     "StatusFact",
@@ -83,13 +85,42 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Contact:
+    """A parent or carer a WNB letter may go to: from Patient.contact or a RelatedPerson.
+
+    ``reference`` is the RelatedPerson's key when the contact is a resource of its own (None for a
+    Patient.contact, which a server cannot resolve apart from its Patient)."""
+
+    name: str
+    relationship: str = ""
+    codes: frozenset[str] = frozenset()
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LetterFacts:
+    """Only what a "was not brought" letter needs (data minimisation): the child's given name,
+    the parents or carers, the family's languages ((BCP-47 code, words), the preferred first)
+    and the GP (the Reference's string parts, as given)."""
+
+    given_name: str = ""
+    contacts: tuple[Contact, ...] = ()
+    languages: tuple[tuple[str, str], ...] = ()
+    gp: tuple[tuple[str, str], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PatientFacts:
-    """What a Patient resource tells us: the aliases it is known by, NHS number and birth date."""
+    """What a Patient resource tells us: the aliases it is known by, NHS number and birth date.
+
+    ``letter`` is what a WNB letter needs, when the record gives any (a RelatedPerson gives its
+    patient's alias and itself as a contact, nothing else)."""
 
     aliases: tuple[str, ...]
     nhs_number: str | None
     birth_date: str | None
     origin: str = ""
+    letter: LetterFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)

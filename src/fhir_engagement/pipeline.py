@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from fhir_engagement.config import Settings, default_codesystems_dir
+from fhir_engagement.config import Settings, default_codesystems_dir, default_mappings_dir
 from fhir_engagement.decisions.codesystems import CodeSystems, load_codesystems
 from fhir_engagement.decisions.flag import flag_resource, flag_state, merge_flag
 from fhir_engagement.decisions.ids import (
@@ -28,6 +28,8 @@ from fhir_engagement.decisions.ids import (
     reference_for,
     task_id,
 )
+from fhir_engagement.decisions.letter import COPIES, letter_drafts, merge_facts
+from fhir_engagement.decisions.lettertemplates import LetterTemplates, load_letter_templates
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
 from fhir_engagement.decisions.validate import InvalidOutputError, OutputValidator
@@ -52,9 +54,11 @@ from fhir_engagement.ingest.validate import validate_input
 from fhir_engagement.model import (
     HOME,
     Action,
+    Contact,
     Decision,
     Event,
     HistoryItem,
+    LetterFacts,
     PatientFacts,
     Signal,
     StatusFact,
@@ -84,6 +88,7 @@ class Engine:
     rules: Rules
     systems: CodeSystems
     records: Readers
+    letters: LetterTemplates | None = None  # the WNB letter drafts (mappings/letters/)
 
     @property
     def reader(self) -> Reader:
@@ -103,7 +108,10 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     reader = Reader(mappings.extensions, status_codes, settings.source,
                     services=mappings.services, sources=Sources.from_settings(settings))
     v2 = load_v2_mappings(settings.mappings_dir / "hl7v2")
-    return Engine(mappings, rules, systems, Readers(reader, v2))
+    letters_dir = settings.mappings_dir / "letters"
+    if not letters_dir.is_dir():  # a mappings folder from before letters: the shipped ones
+        letters_dir = default_mappings_dir() / "letters"
+    return Engine(mappings, rules, systems, Readers(reader, v2), load_letter_templates(letters_dir))
 
 
 def _raised_again(event: Event, row: SignalRow) -> bool:
@@ -140,6 +148,8 @@ class Pipeline:
             if record.aliases:
                 self._identify(record)
                 self.stats["patients"] += 1
+                if record.letter is not None:
+                    self._keep_letter_facts(record)
         elif isinstance(record, StatusFact):
             self.store.add_status(record)
             self.stats["status records"] += 1
@@ -225,6 +235,29 @@ class Pipeline:
             return
         item = HistoryItem(key, "asked", at, None, None, "", actions)
         self.store.add_signal(child, item, "unknown", "server", "")
+
+    def _keep_letter_facts(self, record: PatientFacts) -> None:
+        """What a WNB letter needs, kept per record alias (a RelatedPerson adds itself to its
+        patient's). In the store's ``meta`` table, so no schema change is needed while the
+        PostgreSQL store is being written: docs/outputs.md, "The letter"."""
+        alias = record.aliases[0]
+        known = self.store.meta(_LETTER_META + alias)
+        facts = record.letter or LetterFacts()
+        if known is not None:
+            before = _facts_from_json(known)
+            if facts.contacts and all(c.reference for c in facts.contacts):  # a RelatedPerson
+                others = [c for c in before.contacts if c.reference not in
+                          {x.reference for x in facts.contacts}]
+                facts = replace(before, contacts=(*others, *facts.contacts))
+            else:  # a newer Patient: its own facts, with the RelatedPersons kept
+                facts = replace(facts, contacts=(*facts.contacts,
+                                                 *(c for c in before.contacts if c.reference)))
+        self.store.set_meta(_LETTER_META + alias, _facts_json(facts))
+
+    def _letter_facts(self, child: str) -> LetterFacts:
+        names = sorted(self.store.aliases_of(child) | {child})
+        found = [self.store.meta(_LETTER_META + a) for a in names]
+        return merge_facts([_facts_from_json(f) for f in found if f is not None])
 
     # -- events -----------------------------------------------------------------------------
     def process(self, event: Event) -> None:
@@ -322,7 +355,7 @@ class Pipeline:
         if band == "adult":
             self.stats["adults excluded"] += 1
         for decision in decisions:
-            self._write(decision, event, child, signal.code)
+            self._write(decision, event, child, signal.code, band)
         situation = "+".join(d.situation for d in decisions)
         asked = frozenset(a.code for d in decisions for a in d.actions)
         item = HistoryItem(event.key, signal.code, event.occurred, event.service, event.provider,
@@ -337,7 +370,9 @@ class Pipeline:
             self._write(decide_retraction(event, code, self.engine.rules), event, child, code)
 
     # -- outputs ----------------------------------------------------------------------------
-    def _write(self, decision: Decision, event: Event, child: str, signal: str) -> None:
+    def _write(
+        self, decision: Decision, event: Event, child: str, signal: str, band: str = ""
+    ) -> None:
         subject = self._subject(event, child)
         kind = "over-engagement" if decision.situation == "over-engagement" else "engagement"
         flag_url, flag_changed = self._flag(decision, event, child, kind, subject)
@@ -353,6 +388,9 @@ class Pipeline:
             self._put(tid, "Task", child, task)
             self.stats[f"task {action.code}"] += 1
             written.append(tid)
+            if action.code == "send-wnb-letter":
+                written.extend(self._letters(tid, decision, event, child, subject, decided,
+                                             band, signal))
         if written or flag_changed:
             # The Flag goes with every batch that references it, so it is a target too: every
             # write carries Provenance, even an unchanged Flag written again beside new Tasks.
@@ -365,6 +403,25 @@ class Pipeline:
             ids = [*written, pid] + ([flag_id(child, kind)] if flag_url else [])
             self.store.enqueue_delivery(pid, child, ids)
             self.queued += 1
+
+    def _letters(
+        self, tid: str, decision: Decision, event: Event, child: str,
+        subject: dict[str, object], decided: datetime, band: str, signal: str,
+    ) -> list[str]:
+        """The letter drafts that go with a send-wnb-letter Task (rules.md s.8, "The letter").
+
+        A young person never reaches here today (classify-attendance instead); should a rule
+        ever ask for one, no draft is written rather than a letter to the parents of a young
+        person who may have chosen not to attend (decisions/letter.py refuses it too)."""
+        if self.engine.letters is None or band == "young-person":
+            return []
+        drafts = letter_drafts(tid, full_url(tid), decision, event, subject,
+                               self._letter_facts(child), self.engine.letters, self._tz,
+                               decided, band, signal=signal)
+        for (lid, draft), copy in zip(drafts, COPIES, strict=True):
+            self._put(lid, "CommunicationRequest", child, draft)
+            self.stats[f"letter {copy}"] += 1
+        return [lid for lid, _ in drafts]
 
     def _flag(
         self, decision: Decision, event: Event, child: str, kind: str, subject: dict[str, object]
@@ -422,6 +479,28 @@ class Pipeline:
         found = event.slots.get("cancellation-reason", frozenset()) & barrier
         names = self.engine.mappings.displays.get("barrier", {})
         return tuple(sorted(names.get(c, c) for c in found))
+
+
+_LETTER_META = "letter-facts:"
+
+
+def _facts_json(facts: LetterFacts) -> str:
+    return orjson.dumps({
+        "given": facts.given_name,
+        "contacts": [[c.name, c.relationship, sorted(c.codes), c.reference] for c in facts.contacts],
+        "languages": [list(lang) for lang in facts.languages],
+        "gp": [list(p) for p in facts.gp] if facts.gp else None,
+    }).decode()
+
+
+def _facts_from_json(text: str) -> LetterFacts:
+    data = orjson.loads(text)
+    return LetterFacts(
+        data["given"],
+        tuple(Contact(n, r, frozenset(codes), ref) for n, r, codes, ref in data["contacts"]),
+        tuple((code, words) for code, words in data["languages"]),
+        tuple((k, v) for k, v in data["gp"]) if data["gp"] else None,
+    )
 
 
 def _literal(alias: str) -> bool:

@@ -29,7 +29,8 @@ def test_replay_fixtures_writes_one_transaction_bundle_and_exits_0(tmp_path: Pat
     bundle = json.loads(out.read_text())
     assert (bundle["resourceType"], bundle["type"]) == ("Bundle", "transaction")
     methods = {(e["resource"]["resourceType"], e["request"]["method"]) for e in bundle["entry"]}
-    assert methods == {("Flag", "PUT"), ("Task", "POST"), ("Provenance", "PUT")}
+    assert methods == {("Flag", "PUT"), ("Task", "POST"), ("CommunicationRequest", "POST"),
+                       ("Provenance", "PUT")}  # the drafts of the WNB letters
     assert "neglect-referral 3" in run.stderr  # scenarios 07 and 08, and the region's child Z
     assert "rejected records: 0" in run.stderr
 

@@ -15,12 +15,14 @@ from fhir_engagement.model import HOME, split_key
 __all__ = [
     "DEVICE_SYSTEM",
     "FLAG_SYSTEM",
+    "LETTER_SYSTEM",
     "NHS_NUMBER_SYSTEM",
     "TASK_SYSTEM",
     "describe",
     "event_reference",
     "flag_id",
     "full_url",
+    "letter_id",
     "provenance_id",
     "reference_for",
     "task_id",
@@ -30,6 +32,7 @@ BASE = "https://fhir-engagement.org/fhir"
 FLAG_SYSTEM = f"{BASE}/Id/flag"
 TASK_SYSTEM = f"{BASE}/Id/task"
 DEVICE_SYSTEM = f"{BASE}/Id/device"
+LETTER_SYSTEM = f"{BASE}/Id/communication-request"
 _NAMESPACE = uuid.UUID("6f3c2a52-8f7e-4c1e-9a0b-3f9d6c1e2b7a")
 
 
@@ -46,6 +49,11 @@ def task_id(child: str, event_key: str, action: str, situation: str = "") -> str
     """One Task per action per triggering event (a retraction asks again, with its own id)."""
     marker = situation if situation == "retracted" else ""
     return f"fe-task-{_digest(child, event_key, action, marker)}"
+
+
+def letter_id(task: str, copy: str) -> str:
+    """One letter draft per WNB-letter Task and copy (``parent``, ``gp``): found from the Task id."""
+    return f"fe-letter-{_digest(task, copy)}"
 
 
 def provenance_id(child: str, event_key: str, signal: str, rule_id: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from fhir_engagement.errors import IdentityConflictError, RecordError
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
+from fhir_engagement.ingest.letterfacts import contact_of_related_person, letter_facts
 from fhir_engagement.ingest.references import (
     MAX_IDENTIFIERS,
     NHS_NUMBER_SYSTEM,
@@ -27,7 +28,15 @@ from fhir_engagement.ingest.references import (
     reference_key,
 )
 from fhir_engagement.ingest.sources import Sources, base_and_path
-from fhir_engagement.model import HOME, STATUS_SYSTEMS, Event, PatientFacts, StatusFact, scoped
+from fhir_engagement.model import (
+    HOME,
+    STATUS_SYSTEMS,
+    Event,
+    LetterFacts,
+    PatientFacts,
+    StatusFact,
+    scoped,
+)
 
 __all__ = ["Reader", "Record"]
 
@@ -37,7 +46,7 @@ _MAX_BUNDLES = 8  # Bundles nested in Bundles (a transaction holding a message h
 _MAX_CONCEPTS = 2  # a CodeableReference holds a CodeableConcept, which holds no concept
 
 _EVENT_TYPES = frozenset(STATUS_SYSTEMS)
-_CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition"})
+_CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition", "RelatedPerson"})
 # Resources in a Bundle that only describe the notification or the write, never a child's event.
 _NOT_A_PATIENT = ("Location/", "Device/", "Practitioner", "HealthcareService/", "RelatedPerson/",
                   "Organization/", "Group/")
@@ -172,6 +181,10 @@ class Reader:
         yield from ctx.contained_patients()
         if rtype == "Patient":
             yield ctx.patient()
+        elif rtype == "RelatedPerson":  # a parent or carer: the WNB letter's recipient
+            facts = ctx.related_person()
+            if facts is not None:
+                yield facts
         elif rtype in _CONTEXT_TYPES:
             fact = ctx.status_fact(self.status_codes)
             if fact is not None:
@@ -351,7 +364,7 @@ class _ResourceReader:
                 inner.key = ""  # a contained id means nothing outside its container
                 facts = inner.patient()
                 yield PatientFacts((local, *facts.aliases), facts.nhs_number, facts.birth_date,
-                                   facts.origin)
+                                   facts.origin, facts.letter)
 
     def patient(self) -> PatientFacts:
         aliases = [self.key] if self.key else []
@@ -381,7 +394,16 @@ class _ResourceReader:
         birth = self.text(self.res, "birthDate", "")
         if birth and date_problem(birth):
             birth = None  # a placeholder year: an unknown age, treated as a child's (hl7v2._v2_date)
-        return PatientFacts(tuple(dict.fromkeys(a for a in aliases if a)), nhs, birth, self.origin)
+        return PatientFacts(tuple(dict.fromkeys(a for a in aliases if a)), nhs, birth, self.origin,
+                            letter_facts(self.res))
+
+    def related_person(self) -> PatientFacts | None:
+        """A RelatedPerson as a contact of the patient it names (for the WNB letter only)."""
+        patient = self.ref(self.res.get("patient"))
+        contact = contact_of_related_person(self.res, self.key) if self.key else None
+        if not patient or contact is None:
+            return None
+        return PatientFacts((patient,), None, None, self.origin, LetterFacts(contacts=(contact,)))
 
     def status_fact(self, status_codes: frozenset[str]) -> StatusFact | None:
         codes = frozenset(self.concept(self.res.get("code"), "code"))

@@ -98,6 +98,12 @@ class Auditor:
                 "type": "Patient"}
         return Read(access, audit_event(access, what, ("1", "Person"), ("1", "Patient")))
 
+    def letter(self, store: Store, child: str, what: dict[str, Any], detail: str = "") -> Read:
+        """A WNB letter draft: it names the child and a parent, so it is read like a chronology;
+        the entity is the child (by NHS number where known)."""
+        access = record_access(store, self.key, "letter", child, self.who, detail)
+        return Read(access, audit_event(access, what, ("1", "Person"), ("1", "Patient")))
+
     def reveal(self, store: Store, kind: str, item: int) -> Read:
         """The raw content of a kept item (``deadletter`` or ``inbox``): who it names is unknown
         until read, so the entity is the item itself."""
