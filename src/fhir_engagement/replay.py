@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from fhir_engagement.decisions.bundle import transaction
+from fhir_engagement.decisions.bundle import entry, transaction
 from fhir_engagement.errors import InputError
 from fhir_engagement.ingest.files import Skipped, iter_items
 from fhir_engagement.ingest.records import Kind, Read
@@ -55,20 +55,23 @@ class ReplayResult:
     """
 
     stats: dict[str, int]
-    bundle: dict[str, Any]
+    bundle: dict[str, Any] | None  # None when not kept (keep_bundle=False): see write_bundle
     rejected: list[InputError] = field(default_factory=list)
     bundle_id: str | None = None
     earlier: int = 0
+    entries: int = 0  # in the Bundle
 
 
 def replay(
     paths: list[Path], engine: Engine, store: Store, progress: Progress | None = None,
-    out: Path | None = None,
+    out: Path | None = None, *, keep_bundle: bool = True,
 ) -> ReplayResult:
     """Replay ``paths`` through the pipeline; outputs of this run go to the Bundle.
 
     With ``out``, the Bundle also carries every earlier output owed to a Bundle and never written
-    to one; call ``write_bundle`` to put it in place. Raises StoreError if the store fails.
+    to one; call ``write_bundle`` to put it in place (it streams the Bundle from the store's
+    bytes). ``keep_bundle=False`` builds no Bundle in memory (the command line's way: a region's
+    year of outputs is a gigabyte of dicts). Raises StoreError if the store fails.
     """
     if out is not None:
         settle_bundles(store)
@@ -81,12 +84,14 @@ def replay(
     bundle_id = uuid.uuid4().hex if out is not None else None
     claimed = store.claim_bundle(bundle_id, str(out), run) if bundle_id is not None else None
     store.commit()
-    rows = store.run_outputs(run)
-    stats = _stats(pipeline, rows)
+    stats, own = _stats(pipeline, store.iter_outputs(run=run))
     if claimed is None:
-        return ReplayResult(stats, transaction(_triples(rows)), rejected)
-    bundle = {"resourceType": "Bundle", "id": bundle_id, **transaction(_triples(claimed))}
-    return ReplayResult(stats, bundle, rejected, bundle_id, len(claimed) - len(rows))
+        bundle = transaction(_triples(store.iter_outputs(run=run))) if keep_bundle else None
+        return ReplayResult(stats, bundle, rejected, entries=own)
+    bundle = ({"resourceType": "Bundle", "id": bundle_id,
+               **transaction(_triples(store.iter_outputs(bundle=bundle_id)))}
+              if keep_bundle else None)
+    return ReplayResult(stats, bundle, rejected, bundle_id, claimed - own, claimed)
 
 
 def write_bundle(result: ReplayResult, out: Path, store: Store) -> None:
@@ -96,9 +101,13 @@ def write_bundle(result: ReplayResult, out: Path, store: Store) -> None:
     (the file could not be written) or StoreError.
     """
     bundle_id = result.bundle_id or uuid.uuid4().hex
+    if result.bundle_id is not None:
+        chunks: Iterable[bytes] = _streamed(store.iter_outputs(bundle=result.bundle_id),
+                                            result.bundle_id)
+    else:
+        chunks = (orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2),)
     try:
-        _write_atomic(out, _temp_path(out, bundle_id),
-                      orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2))
+        _write_atomic(out, _temp_path(out, bundle_id), chunks)
     except OSError:
         if result.bundle_id is not None:
             store.release_bundle(result.bundle_id)
@@ -121,17 +130,35 @@ def settle_bundles(store: Store) -> None:
     store.commit()
 
 
-def _stats(pipeline: Pipeline, rows: list[OutputRow]) -> dict[str, int]:
+def _stats(pipeline: Pipeline, rows: Iterable[OutputRow]) -> tuple[dict[str, int], int]:
+    """The pipeline's counters with the run's Flags by code; and how many outputs it wrote."""
     stats = dict(pipeline.stats)
+    count = 0
     for row in rows:
+        count += 1
         if row.kind == "Flag":
             code = orjson.loads(row.resource)["code"]["coding"][0]["code"]
             stats[f"flag {code}"] = stats.get(f"flag {code}", 0) + 1
-    return stats
+    return stats, count
 
 
-def _triples(rows: list[OutputRow]) -> Iterator[tuple[str, str, bytes]]:
+def _triples(rows: Iterable[OutputRow]) -> Iterator[tuple[str, str, bytes]]:
     return ((r.id, r.kind, r.resource) for r in rows)
+
+
+def _streamed(rows: Iterable[OutputRow], bundle_id: str) -> Iterator[bytes]:
+    """The Bundle as ``transaction`` builds it, an entry at a time, each resource spliced in as
+    the bytes the store holds (orjson.Fragment: never parsed again). The id comes first, within
+    the bytes ``_holds`` reads."""
+    yield orjson.dumps({"resourceType": "Bundle", "id": bundle_id, "type": "transaction"},
+                       option=orjson.OPT_INDENT_2)[:-2] + b',\n  "entry": [\n'
+    first = True
+    for row in rows:
+        body = orjson.dumps(entry(row.id, row.kind, orjson.Fragment(row.resource)),  # type: ignore[arg-type]
+                            option=orjson.OPT_INDENT_2)
+        yield (b"" if first else b",\n") + body
+        first = False
+    yield b"\n  ]\n}"
 
 
 # -- reading and processing: no record stops the replay -----------------------------------------
@@ -242,13 +269,14 @@ def _temp_path(out: Path, bundle_id: str) -> Path:
     return out.with_name(f".{out.name}.{bundle_id}.tmp")
 
 
-def _write_atomic(out: Path, temp: Path, data: bytes) -> None:
+def _write_atomic(out: Path, temp: Path, data: Iterable[bytes]) -> None:
     """temp file, fsync, rename over ``out``, fsync the folder: the old file or the whole new one."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as file:
+            for chunk in data:
+                file.write(chunk)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, out)

@@ -610,18 +610,37 @@ class SqliteStore:
         return cur.rowcount == 1
 
     # -- replay Bundles (replay.py): which runs' outputs were written to which --out file --------
-    def claim_bundle(self, bundle: str, path: str, run: int) -> list[OutputRow]:
-        """Owe ``run``'s outputs a Bundle, then claim every owed run's outputs for ``bundle``.
+    def claim_bundle(self, bundle: str, path: str, run: int) -> int:
+        """Owe ``run``'s outputs a Bundle, then claim every owed run's outputs for ``bundle``;
+        returns how many outputs it holds (read them with ``iter_outputs(bundle=...)``).
 
         Durable at the next ``commit``, with the run's outputs: a crash before it loses nothing."""
         self._flush()
         self._exec("UPDATE runs SET bundle = '' WHERE id = ?", (run,))
         self._exec("UPDATE runs SET bundle = ? WHERE bundle = ''", (bundle,))
         self._exec("INSERT INTO bundles (id, path) VALUES (?, ?)", (bundle, path))
-        rows = self._exec(
-            "SELECT o.id, o.kind, o.child, o.resource FROM outputs o JOIN runs r ON r.id = o.run "
-            "WHERE r.bundle = ? ORDER BY o.seq", (bundle,)).fetchall()
-        return [OutputRow(i, k, c, bytes(r)) for i, k, c, r in rows]
+        return self._scalar_of("SELECT COUNT(*) FROM outputs o JOIN runs r ON r.id = o.run "
+                               "WHERE r.bundle = ?", (bundle,))
+
+    def iter_outputs(
+        self, *, run: int | None = None, bundle: str | None = None
+    ) -> Iterator[OutputRow]:
+        """A run's outputs, or a Bundle's, in Bundle order (Flags, Tasks, Provenance, each in
+        decision order), read as they go: a region's year of outputs never sits in memory."""
+        self._flush()
+        if bundle is not None:
+            where, param = "o.run IN (SELECT id FROM runs WHERE bundle = ?)", bundle
+        else:
+            where, param = "o.run = ?", run  # type: ignore[assignment]
+        cursor = self._exec(
+            f"SELECT o.id, o.kind, o.child, o.resource FROM outputs o WHERE {where} ORDER BY "
+            "CASE o.kind WHEN 'Flag' THEN 0 WHEN 'Task' THEN 1 WHEN 'Provenance' THEN 2 ELSE 3 "
+            "END, o.seq", (param,))
+        try:
+            for i, k, c, r in cursor:
+                yield OutputRow(i, k, c, bytes(r))
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.location}: {exc}") from exc
 
     def bundle_written(self, bundle: str) -> None:
         self._exec("UPDATE bundles SET written = 1 WHERE id = ?", (bundle,))
