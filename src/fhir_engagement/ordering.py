@@ -26,6 +26,7 @@ from __future__ import annotations
 import heapq
 import os
 import pickle
+import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
@@ -44,6 +45,8 @@ Pending = tuple[Event, bytes | None]  # an event and its raw item when the event
 _DAWN = datetime(1, 1, 1, tzinfo=UTC)
 _RUN_BYTES = 48 * 1024 * 1024  # one run in memory before it is sorted and spilled (~48 MB)
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
+_LENGTH = struct.Struct("<I")
+_IO_BUFFER = 256 * 1024  # per open run: ~80 runs are merged at once for 2 M events
 _FIELDS = tuple(f.name for f in fields(Event))  # in __init__'s order
 _RAW_AT = _FIELDS.index("raw")
 
@@ -135,11 +138,13 @@ class EventOrder:
         self._spilled += 1
         path = self._folder / f"run-{self._spilled:06d}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            pickler = pickle.Pickler(out, _PROTOCOL)
+        with os.fdopen(fd, "wb", buffering=_IO_BUFFER) as out:
+            # One pickle a record behind its length: a Pickler/Unpickler pair over the whole run
+            # keeps every record alive in the unpickler's memo (measured: 3 KiB an event).
             for record in self._buffer:
-                pickler.dump(record)
-                pickler.clear_memo()  # else the memo keeps every record of the run alive
+                data = pickle.dumps(record, _PROTOCOL)
+                out.write(_LENGTH.pack(len(data)))
+                out.write(data)
         self._runs.append(path)
         self._buffer, self._held = [], 0
 
@@ -161,17 +166,14 @@ def _sort_key(record: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _read_run(path: Path) -> Iterator[tuple[Any, ...]]:
-    with path.open("rb", buffering=1 << 20) as file:
+    with path.open("rb", buffering=_IO_BUFFER) as file:
         yield from _records(file)
 
 
 def _records(file: BinaryIO) -> Iterator[tuple[Any, ...]]:
-    unpickler = pickle.Unpickler(file)
-    while True:
-        try:
-            yield unpickler.load()
-        except EOFError:
-            return
+    while head := file.read(_LENGTH.size):
+        (size,) = _LENGTH.unpack(head)
+        yield pickle.loads(file.read(size))
 
 
 def _pack(event: Event, raw: bytes | None, kept: list[Pending]) -> bytes:
