@@ -365,7 +365,9 @@ def test_lookups_hold_across_a_buffer_flushed_mid_transaction(db: SqliteStore, p
         assert other.execute("SELECT COUNT(*) FROM signals").fetchone()[0] == 0
     assert set(db.signals_of("Appointment/0")) == {"not-brought"}  # flushed long ago
     assert set(db.signals_of("Appointment/9999")) == {"not-brought"}  # still in the buffer
-    assert db.has_output("t0") and db.has_output("t9999") and not db.has_output("t10000")
+    assert db.has_output("t0")
+    assert db.has_output("t9999")
+    assert not db.has_output("t10000")
     # c7: events n = 7, 57, ..., 9957 (200 of them), on day n % 300; before day 10, the n with
     # n % 50 == 7 and n % 300 < 10 are n % 300 == 7, i.e. n in 7, 307, ..., 9907: 34 of them.
     assert len(db.history_before("c7", T0 + timedelta(days=10))) == 34
