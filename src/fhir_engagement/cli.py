@@ -229,7 +229,7 @@ def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: T
     store = open_store(settings.store)
     try:
         progress = None if args.quiet else (lambda line: print(line, file=err, flush=True))
-        result = replay(args.paths, engine, store, progress, args.out)
+        result = replay(args.paths, engine, store, progress, args.out, keep_bundle=False)
         if args.out is not None and not _write_bundle(result, args.out, store, err):
             return EXIT_USAGE
         report = _deliver(store, settings) if settings.fhir_base else None
@@ -435,7 +435,7 @@ def _summary(result: ReplayResult, out: Path | None, store: str, err: TextIO) ->
     if out is not None:
         earlier = (f", {result.earlier:,} of them decided by an earlier run that wrote no Bundle"
                    if result.earlier else "")
-        lines.append(f"wrote {len(result.bundle['entry']):,} entries to {out}{earlier}")
+        lines.append(f"wrote {result.entries:,} entries to {out}{earlier}")
     print("\n".join(lines), file=err)
 
 

@@ -2,7 +2,8 @@
 
 The dry run that testers use (``fhir-engagement replay PATH... --out FILE``). Everything is read
 first, so context (Patients, status Flags) is known before any event is decided, and events are
-sorted by event time so that the same inputs in any file order give the same outputs; a later
+sorted by event time (ordering.py: an external sort, so memory stays flat whatever the input
+size) so that the same inputs in any file order give the same outputs; a later
 version of a resource (a correction) is applied after the version it corrects, whatever time it
 carries (rules.md section 7).
 
@@ -20,20 +21,20 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from fhir_engagement.decisions.bundle import transaction
+from fhir_engagement.decisions.bundle import entry, transaction
 from fhir_engagement.errors import InputError
 from fhir_engagement.ingest.files import Skipped, iter_items
 from fhir_engagement.ingest.records import Kind, Read
 from fhir_engagement.model import Event, PatientFacts, StatusFact
+from fhir_engagement.ordering import EventOrder
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import OutputRow, Store
 
@@ -42,7 +43,6 @@ __all__ = ["ReplayResult", "replay", "write_bundle"]
 _LOG = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 _PROGRESS_EVERY = 2.0  # seconds between progress lines on long replays
-_DAWN = datetime(1, 1, 1, tzinfo=UTC)
 _ID_WITHIN = 256  # the Bundle's id is written within its first bytes (see _bundle)
 
 
@@ -55,37 +55,43 @@ class ReplayResult:
     """
 
     stats: dict[str, int]
-    bundle: dict[str, Any]
+    bundle: dict[str, Any] | None  # None when not kept (keep_bundle=False): see write_bundle
     rejected: list[InputError] = field(default_factory=list)
     bundle_id: str | None = None
     earlier: int = 0
+    entries: int = 0  # in the Bundle
 
 
 def replay(
     paths: list[Path], engine: Engine, store: Store, progress: Progress | None = None,
-    out: Path | None = None,
+    out: Path | None = None, *, keep_bundle: bool = True,
 ) -> ReplayResult:
     """Replay ``paths`` through the pipeline; outputs of this run go to the Bundle.
 
     With ``out``, the Bundle also carries every earlier output owed to a Bundle and never written
-    to one; call ``write_bundle`` to put it in place. Raises StoreError if the store fails.
+    to one; call ``write_bundle`` to put it in place (it streams the Bundle from the store's
+    bytes). ``keep_bundle=False`` builds no Bundle in memory (the command line's way: a region's
+    year of outputs is a gigabyte of dicts). Raises StoreError if the store fails.
     """
     if out is not None:
         settle_bundles(store)
     run = store.start_run(f"replay {' '.join(str(p) for p in paths)}")
     pipeline = Pipeline(engine, store, run)
     rejected: list[InputError] = []
-    with _no_cyclic_gc():
-        _process(_read(paths, engine, pipeline, rejected), pipeline, rejected, progress)
+    with _no_cyclic_gc(), EventOrder() as order:
+        _read(paths, engine, pipeline, rejected, order)
+        _process(order, pipeline, rejected, progress)
     bundle_id = uuid.uuid4().hex if out is not None else None
     claimed = store.claim_bundle(bundle_id, str(out), run) if bundle_id is not None else None
     store.commit()
-    rows = store.run_outputs(run)
-    stats = _stats(pipeline, rows)
+    stats, own = _stats(pipeline, store.iter_outputs(run=run))
     if claimed is None:
-        return ReplayResult(stats, transaction(_triples(rows)), rejected)
-    bundle = {"resourceType": "Bundle", "id": bundle_id, **transaction(_triples(claimed))}
-    return ReplayResult(stats, bundle, rejected, bundle_id, len(claimed) - len(rows))
+        bundle = transaction(_triples(store.iter_outputs(run=run))) if keep_bundle else None
+        return ReplayResult(stats, bundle, rejected, entries=own)
+    bundle = ({"resourceType": "Bundle", "id": bundle_id,
+               **transaction(_triples(store.iter_outputs(bundle=bundle_id)))}
+              if keep_bundle else None)
+    return ReplayResult(stats, bundle, rejected, bundle_id, claimed - own, claimed)
 
 
 def write_bundle(result: ReplayResult, out: Path, store: Store) -> None:
@@ -95,9 +101,13 @@ def write_bundle(result: ReplayResult, out: Path, store: Store) -> None:
     (the file could not be written) or StoreError.
     """
     bundle_id = result.bundle_id or uuid.uuid4().hex
+    if result.bundle_id is not None:
+        chunks: Iterable[bytes] = _streamed(store.iter_outputs(bundle=result.bundle_id),
+                                            result.bundle_id)
+    else:
+        chunks = (orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2),)
     try:
-        _write_atomic(out, _temp_path(out, bundle_id),
-                      orjson.dumps(result.bundle, option=orjson.OPT_INDENT_2))
+        _write_atomic(out, _temp_path(out, bundle_id), chunks)
     except OSError:
         if result.bundle_id is not None:
             store.release_bundle(result.bundle_id)
@@ -120,33 +130,47 @@ def settle_bundles(store: Store) -> None:
     store.commit()
 
 
-def _stats(pipeline: Pipeline, rows: list[OutputRow]) -> dict[str, int]:
+def _stats(pipeline: Pipeline, rows: Iterable[OutputRow]) -> tuple[dict[str, int], int]:
+    """The pipeline's counters with the run's Flags by code; and how many outputs it wrote."""
     stats = dict(pipeline.stats)
+    count = 0
     for row in rows:
+        count += 1
         if row.kind == "Flag":
             code = orjson.loads(row.resource)["code"]["coding"][0]["code"]
             stats[f"flag {code}"] = stats.get(f"flag {code}", 0) + 1
-    return stats
+    return stats, count
 
 
-def _triples(rows: list[OutputRow]) -> Iterator[tuple[str, str, bytes]]:
+def _triples(rows: Iterable[OutputRow]) -> Iterator[tuple[str, str, bytes]]:
     return ((r.id, r.kind, r.resource) for r in rows)
 
 
+def _streamed(rows: Iterable[OutputRow], bundle_id: str) -> Iterator[bytes]:
+    """The Bundle as ``transaction`` builds it, an entry at a time, each resource spliced in as
+    the bytes the store holds (orjson.Fragment: never parsed again). The id comes first, within
+    the bytes ``_holds`` reads."""
+    yield orjson.dumps({"resourceType": "Bundle", "id": bundle_id, "type": "transaction"},
+                       option=orjson.OPT_INDENT_2)[:-2] + b',\n  "entry": [\n'
+    first = True
+    for row in rows:
+        body = orjson.dumps(entry(row.id, row.kind, orjson.Fragment(row.resource)),  # type: ignore[arg-type]
+                            option=orjson.OPT_INDENT_2)
+        yield (b"" if first else b",\n") + body
+        first = False
+    yield b"\n  ]\n}"
+
+
 # -- reading and processing: no record stops the replay -----------------------------------------
-Pending = tuple[Event, bytes | None]  # an event and its raw item when the event holds no JSON
-
-
 def _process(
-    events: list[Pending], pipeline: Pipeline, rejected: list[InputError],
+    order: EventOrder, pipeline: Pipeline, rejected: list[InputError],
     progress: Progress | None,
 ) -> None:
-    """Every event, in event-time order, each behind the pipeline's guard. The list dies with this
-    call, freed by reference count before the cyclic collector is back on (else it would scan the
-    whole replay once more)."""
-    _in_order(events)
-    clock = _Clock(progress, len(events))
-    for number, (event, raw) in enumerate(events, start=1):
+    """Every event, in event-time order (ordering.py: spilled to disk, so memory stays flat),
+    each behind the pipeline's guard. The store's write buffer is flushed every so many events,
+    so it stays small too; nothing is committed before the end."""
+    clock = _Clock(progress, order.count)
+    for number, (event, raw) in enumerate(order, start=1):
         error = pipeline.process_guarded(event, raw if raw is not None else _raw(event))
         if error is not None:
             rejected.append(error)
@@ -154,9 +178,10 @@ def _process(
 
 
 def _read(
-    paths: list[Path], engine: Engine, pipeline: Pipeline, rejected: list[InputError]
-) -> list[Pending]:
-    events: list[Pending] = []
+    paths: list[Path], engine: Engine, pipeline: Pipeline, rejected: list[InputError],
+    order: EventOrder,
+) -> None:
+    """Context is kept as it is read; events go to ``order``, to be sorted into event time."""
     for item in iter_items(paths):
         if isinstance(item, Skipped):
             pipeline.stats["files skipped"] += 1
@@ -167,8 +192,8 @@ def _read(
             pipeline.stats["v2 messages" if item.kind is Kind.V2 else "documents"] += 1
             raw = item.data if item.kind is Kind.V2 else None
             read = engine.records.read(item)
-            events.extend((e, raw) for e in _events(read, item.where, pipeline, rejected))
-    return events
+            for event in _events(read, item.where, pipeline, rejected):
+                order.add(event, raw)
 
 
 def _events(read: Read, where: str, pipeline: Pipeline, rejected: list[InputError]) -> list[Event]:
@@ -209,9 +234,9 @@ def _raw(event: Event) -> bytes:
 
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
-    """Everything a replay reads stays alive to the end, and the pipeline makes no reference
-    cycles worth collecting: the cyclic collector would only re-scan the growing heap (measured:
-    it doubled replay time). Reference counting still frees everything as usual."""
+    """The pipeline makes no reference cycles worth collecting, and reference counting frees
+    everything as usual: the cyclic collector would only re-scan the heap (measured: it doubled
+    replay time when the heap held every event; with flat memory it still costs ~10%)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -219,42 +244,6 @@ def _no_cyclic_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _in_order(events: list[Pending]) -> None:
-    """Sort in place: event time across resources, version order within one resource.
-
-    A correction often carries an earlier time than what it corrects (a cancelled discharge has
-    no period.end, so it falls back to period.start): sorted by its own time it would come first
-    and the discharge would stand. So the versions of one key are put in version order and each
-    is placed no earlier than the version before it. The sort key depends only on the events, so
-    any file order gives the same order (exact duplicates keep file order, and are the same).
-    """
-    chains: dict[str, list[int]] = {}
-    for i, (event, _) in enumerate(events):
-        chains.setdefault(event.key, []).append(i)
-    order: list[tuple[datetime, str, int]] = [(_DAWN, "", 0)] * len(events)
-    for key, members in chains.items():
-        members.sort(key=lambda i: (events[i][0].version, _time_of(events[i][0])))
-        placed = _DAWN
-        for rank, i in enumerate(members):
-            placed = max(placed, _time_of(events[i][0]))
-            order[i] = (placed, key, rank)
-    ranked = sorted(range(len(events)), key=order.__getitem__)
-    events[:] = [events[i] for i in ranked]
-
-
-def _time_of(event: Event) -> datetime:
-    # Timeless events go first; they either raise nothing or are rejected. Times are UTC; one
-    # that is not, and cannot be made so (year 1 east of Greenwich), sorts first too rather
-    # than failing the comparison.
-    occurred = event.occurred or _DAWN
-    if occurred.tzinfo is not UTC:
-        try:
-            occurred = occurred.astimezone(UTC)
-        except (OverflowError, ValueError):
-            occurred = _DAWN
-    return occurred
 
 
 class _Clock:
@@ -280,13 +269,14 @@ def _temp_path(out: Path, bundle_id: str) -> Path:
     return out.with_name(f".{out.name}.{bundle_id}.tmp")
 
 
-def _write_atomic(out: Path, temp: Path, data: bytes) -> None:
+def _write_atomic(out: Path, temp: Path, data: Iterable[bytes]) -> None:
     """temp file, fsync, rename over ``out``, fsync the folder: the old file or the whole new one."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as file:
+            for chunk in data:
+                file.write(chunk)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, out)

@@ -10,6 +10,7 @@ Nothing is parsed here: a file that cannot be read at all comes out as a RecordE
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,9 @@ def _file(path: Path, named: bool) -> Iterator[RawItem | RecordError | Skipped]:
         else:
             yield Skipped(str(path))
         return
+    if name.endswith(_NDJSON):
+        yield from _ndjson(path)  # streamed: a Bulk Data export can be larger than memory
+        return
     try:
         data = path.read_bytes()
         if path.name.lower().endswith(".gz"):
@@ -66,8 +70,6 @@ def _file(path: Path, named: bool) -> Iterator[RawItem | RecordError | Skipped]:
     elif name.endswith(_V2):
         for number, message in enumerate(split_messages(data), start=1):
             yield RawItem(Kind.V2, message, f"{path} message {number}")
-    elif name.endswith(_NDJSON):
-        yield from _lines(data, str(path))
     else:
         yield RawItem(Kind.FHIR, data, str(path))
 
@@ -76,7 +78,18 @@ def _looks_v2(data: bytes) -> bool:
     return data.removeprefix(_BOM).lstrip()[:3] in (b"MSH", b"BHS", b"FHS")
 
 
-def _lines(data: bytes, origin: str) -> Iterator[RawItem]:
-    for number, line in enumerate(data.removeprefix(_BOM).split(b"\n"), start=1):
-        if line.strip():
-            yield RawItem(Kind.FHIR, line, origin, number)
+def _ndjson(path: Path) -> Iterator[RawItem | RecordError]:
+    """One item a line, read as it goes (one line in memory at a time). A file that cannot be
+    read stops where it fails, as a RecordError after the lines read before it."""
+    origin = str(path)
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rb") as file:
+            for number, line in enumerate(file, start=1):
+                if number == 1:
+                    line = line.removeprefix(_BOM)
+                line = line.removesuffix(b"\n")
+                if line.strip():
+                    yield RawItem(Kind.FHIR, line, origin, number)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        yield RecordError(origin, f"cannot read: {exc}")

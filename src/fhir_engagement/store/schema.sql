@@ -13,6 +13,8 @@ CREATE TABLE IF NOT EXISTS aliases (
   alias TEXT PRIMARY KEY,
   child TEXT NOT NULL
 );
+-- Looked up by child too (aliases_of): the store keeps no index of its own in memory.
+CREATE INDEX IF NOT EXISTS aliases_child ON aliases (child);
 CREATE TABLE IF NOT EXISTS children (
   child TEXT PRIMARY KEY,
   birth_date TEXT

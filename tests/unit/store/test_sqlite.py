@@ -333,3 +333,46 @@ def test_an_older_store_gets_the_server_patients_table_on_open(path: str) -> Non
         assert store.server_patient(SERVER_A, NHS_SYSTEM, NHS) == ServerPatient("p1", T0)
     finally:
         store.close()
+
+
+# -- indexes on disk: nothing loaded at open, the write buffer flushed as it grows ---------
+def test_a_reader_opened_first_sees_what_the_writer_commits_after(path: str) -> None:
+    # Indexes loaded at open would leave the reader blind to this; SQLite's own are not.
+    writer = SqliteStore(path)
+    reader = SqliteStore(path, exclusive=False)
+    try:
+        writer.add_patient(PatientFacts(("Patient/1", f"nhs:{NHS}"), NHS, "2019-05-01"), "c1")
+        writer.add_signal("c1", _item("Appointment/a", 0), "under-5", "file")
+        writer.put_output(OutputRow("f1", "Flag", "c1", b'{"v":1}'), writer.start_run("r"))
+        writer.commit()
+        record = reader.child_of(f"nhs:{NHS}")
+        assert record is not None
+        assert (record.key, record.birth_date) == ("c1", "2019-05-01")
+        assert reader.aliases_of("c1") == {"Patient/1", f"nhs:{NHS}", "c1"}
+        assert set(reader.signals_of("Appointment/a")) == {"not-brought"}
+        assert reader.has_output("f1")
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_lookups_hold_across_a_buffer_flushed_mid_transaction(db: SqliteStore, path: str) -> None:
+    run = db.start_run("many")
+    for n in range(10_000):  # beyond the 4,096 rows that send the buffer into the transaction
+        db.add_signal(f"c{n % 50}", _item(f"Appointment/{n}", n % 300), "school-age", "file")
+        db.put_output(OutputRow(f"t{n}", "Task", f"c{n % 50}", b"{}"), run)
+    with sqlite3.connect(path) as other:  # nothing durable before commit
+        assert other.execute("SELECT COUNT(*) FROM signals").fetchone()[0] == 0
+    assert set(db.signals_of("Appointment/0")) == {"not-brought"}  # flushed long ago
+    assert set(db.signals_of("Appointment/9999")) == {"not-brought"}  # still in the buffer
+    assert db.has_output("t0")
+    assert db.has_output("t9999")
+    assert not db.has_output("t10000")
+    # c7: events n = 7, 57, ..., 9957 (200 of them), on day n % 300; before day 10, the n with
+    # n % 50 == 7 and n % 300 < 10 are n % 300 == 7, i.e. n in 7, 307, ..., 9907: 34 of them.
+    assert len(db.history_before("c7", T0 + timedelta(days=10))) == 34
+    db.commit()
+    db = _reopen(db, path)
+    assert len(db.history_before("c7", T0 + timedelta(days=10))) == 34
+    assert len(db.run_outputs(run)) == 10_000
+    db.close()

@@ -1,0 +1,231 @@
+"""A region's year in one replay: wall time, events/s, peak RSS, and the json.loads floor.
+
+Generates (fixed seed, into a temp folder) what eight providers of one region send in a year:
+``--events`` appointments and encounters (default 2,000,000) for ``--events / 10`` children
+(Patient.ndjson as the spine would give them; valid NHS numbers, ages 0-17, some adults), each
+provider with its own mix and not-brought rate (10% of appointments overall):
+
+    ODS   kind                         format     share  appointments  not brought
+    RJ1   acute trust (ED and clinics) FHIR NDJSON  18%      60%           9%
+    RYJ   acute trust                  FHIR NDJSON  16%      65%           8%
+    RAL   acute trust                  FHIR NDJSON  14%      70%          10%
+    RRV   CAMHS / mental health        FHIR NDJSON   8%      95%          14%
+    RQM   children's hospital          FHIR NDJSON  14%      75%           7%
+    R1K   community (home visits)      FHIR NDJSON  12%      90%          12%
+    RV3   acute trust PAS              HL7 v2 SIU   10%     100%          11%
+    RXQ   community PAS                HL7 v2 SIU    8%     100%          10%
+
+Then replays the folder FROM THE COMMAND LINE in a child process (``fhir-engagement replay DATA
+--out BUNDLE --store FILE``: what an operator runs, Bundle written), and prints its wall time,
+events/s, peak RSS (the child's, from ``getrusage``) and the floor: reading every NDJSON line
+and ``json.loads`` of it (the v2 lines have no JSON; the floor counts the FHIR events, and the
+replay's share of it is events/s over floor events/s, as bench/replay_bench.py does).
+
+    .venv/bin/python bench/region_year.py --events 100000
+    .venv/bin/python bench/region_year.py               # the year: 2 M events (~4 GB on disk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from replay_bench import Child, Generator  # the FHIR shapes, reused
+
+SEED = 20_261_203
+END = datetime(2026, 11, 1, tzinfo=UTC)
+V2_PER_FILE = 5_000  # messages per .hl7 file: a feed's daily file, read whole
+
+
+@dataclass(frozen=True)
+class Provider:
+    ods: str
+    v2: bool
+    share: float
+    appointments: float
+    not_brought: float
+    fhir_index: int = 0  # which of replay_bench's trusts lends its practitioners
+
+
+REGION = (
+    Provider("RJ1", False, 0.18, 0.60, 0.09, 0), Provider("RYJ", False, 0.16, 0.65, 0.08, 1),
+    Provider("RAL", False, 0.14, 0.70, 0.10, 2), Provider("RRV", False, 0.08, 0.95, 0.14, 3),
+    Provider("RQM", False, 0.14, 0.75, 0.07, 4), Provider("R1K", False, 0.12, 0.90, 0.12, 5),
+    Provider("RV3", True, 0.10, 1.00, 0.11), Provider("RXQ", True, 0.08, 1.00, 0.10),
+)
+
+
+class Year(Generator):
+    """replay_bench's generator over one year, its resources re-badged per provider."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed, END)
+        self.start = END - timedelta(days=365)
+
+    def _when(self, clinic: bool, recent: bool = False) -> datetime:
+        rng = self.rng
+        day = self.end - timedelta(days=rng.randrange(0, 90 if recent else 365) + 1)
+        if not clinic:
+            return day.replace(hour=rng.randrange(24), minute=rng.randrange(60), second=0)
+        while day.weekday() >= 5:
+            day -= timedelta(days=1)
+        return day.replace(hour=rng.randrange(8, 17), minute=rng.choice((0, 15, 30, 45)),
+                           second=0)
+
+    def fhir(self, child: Child, number: int, provider: Provider) -> dict[str, Any]:
+        rng = self.rng
+        child.home = provider.fhir_index  # the practitioners of this provider
+        if rng.random() >= provider.appointments:
+            res = self.encounter(child, number)
+            res["serviceProvider"] = {"reference": f"Organization/{provider.ods}"}
+            return res
+        res = self.appointment(child, number)
+        res["extension"][0]["valueReference"]["reference"] = f"Organization/{provider.ods}"
+        res["identifier"][0]["system"] = f"https://{provider.ods.lower()}.example.nhs.uk/Id/apt"
+        if res["status"] in ("noshow", "fulfilled"):  # 80% of replay_bench's: re-rolled here
+            res["status"] = "noshow" if rng.random() < provider.not_brought / 0.8 else "fulfilled"
+        return res
+
+    def v2(self, child: Child, number: int, provider: Provider) -> bytes:
+        rng = self.rng
+        at = self._when(clinic=True).strftime("%Y%m%d%H%M%S+0000")
+        missed = rng.random() < provider.not_brought
+        trigger, status = ("S26", "Noshow") if missed else ("S14", "Complete")
+        apt = f"{provider.ods}{number:09d}"
+        segments = [
+            f"MSH|^~\\&|PAS|{provider.ods}|FHIR-ENGAGEMENT|HSCP|{at}||SIU^{trigger}^SIU_S12|"
+            f"{provider.ods}-{number}|P|2.5.1",
+            f"SCH|{apt}|{apt}|||||||30|MIN|^^30^{at}^{at}||||||||||||||{status}",
+            f"TQ1|||||||{at}|{at}|R",
+            f"PID|1||{child.nhs}^^^NHS^NH||{child.name[1]}^{child.name[0]}||"
+            f"{child.birth.strftime('%Y%m%d')}|U",
+            "RGS|1",
+            "AIS|1||PAEDS^Paediatric outpatients^L",
+        ]
+        return "\r".join(segments).encode() + b"\r\n"
+
+
+@dataclass
+class Written:
+    events: int = 0
+    fhir_events: int = 0
+    nbytes: int = 0
+
+
+def generate(folder: Path, events: int, seed: int) -> tuple[Written, Counter[str]]:
+    gen = Year(seed)
+    children = gen.children(max(events // 10, 1))
+    written, mix = Written(), Counter[str]()
+    spine = folder / "spine"
+    spine.mkdir(parents=True)
+    with (spine / "Patient.ndjson").open("wb") as out:
+        for child in children:
+            written.nbytes += _line(out, gen.patient(child))
+    files: dict[str, IO[bytes]] = {}
+    counts: Counter[str] = Counter()
+    who = gen.rng.choices(children, weights=[c.weight for c in children], k=events)
+    where = gen.rng.choices(REGION, weights=[p.share for p in REGION], k=events)
+    try:
+        for number, (child, provider) in enumerate(zip(who, where, strict=True), start=1):
+            if provider.v2:
+                name = f"siu-{counts[provider.ods] // V2_PER_FILE:04d}.hl7"
+                data = gen.v2(child, number, provider)
+                mix[f"{provider.ods} v2 {'S26' if b'S26' in data[:80] else 'S14'}"] += 1
+            else:
+                res = gen.fhir(child, number, provider)
+                name = f"{res['resourceType']}.ndjson"
+                data = json.dumps(res, separators=(",", ":")).encode() + b"\n"
+                mix[f"{provider.ods} {res['resourceType']} {res.get('status')}"] += 1
+                written.fhir_events += 1
+            counts[provider.ods] += 1
+            key = f"{provider.ods}/{name}"
+            if key not in files:
+                for old in [k for k in files if k.startswith(f"{provider.ods}/siu-")]:
+                    files.pop(old).close()  # a v2 feed's files one after another
+                (folder / provider.ods).mkdir(exist_ok=True)
+                files[key] = (folder / key).open("wb")
+            files[key].write(data)
+            written.events += 1
+            written.nbytes += len(data)
+    finally:
+        for file in files.values():
+            file.close()
+    return written, mix
+
+
+def _line(out: IO[bytes], res: dict[str, Any]) -> int:
+    data = json.dumps(res, separators=(",", ":")).encode() + b"\n"
+    out.write(data)
+    return len(data)
+
+
+def floor(folder: Path) -> tuple[float, int]:
+    """Read every NDJSON line and json.loads it, a file at a time: seconds, event lines."""
+    began, events = time.perf_counter(), 0
+    for path in sorted(folder.rglob("*.ndjson")):
+        with path.open("rb") as file:
+            for line in file:
+                json.loads(line)
+                events += path.name != "Patient.ndjson"
+    return time.perf_counter() - began, events
+
+
+def replay_cli(folder: Path, work: Path) -> tuple[float, float, str]:
+    """The command line, in a child process: wall seconds, its peak RSS (MB), its summary."""
+    command = [sys.executable, "-m", "fhir_engagement", "replay", str(folder), "--out",
+               str(work / "bundle.json"), "--store", str(work / "state.sqlite3"), "--quiet"]
+    began = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - began
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if done.returncode not in (0, 1):
+        sys.exit(f"replay failed ({done.returncode}):\n{done.stderr}")
+    return seconds, rss, done.stderr
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2_000_000,
+                        help="appointments and encounters in the year (default 2000000)")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--keep", type=Path, help="generate and replay here, and keep it")
+    args = parser.parse_args(argv)
+    if args.events < 1:
+        parser.error("--events must be positive")
+    with tempfile.TemporaryDirectory(prefix="region-year-") as tmp:
+        work = args.keep or Path(tmp)
+        data = work / "data"
+        began = time.perf_counter()
+        written, mix = generate(data, args.events, args.seed)
+        print(f"generated {written.events:,} events ({written.fhir_events:,} FHIR, "
+              f"{written.events - written.fhir_events:,} HL7 v2), "
+              f"{written.nbytes / 1e6:,.0f} MB in {time.perf_counter() - began:.0f}s",
+              file=sys.stderr)
+        floor_s, floor_events = floor(data)
+        print("replaying from the command line ...", file=sys.stderr)
+        seconds, rss, summary = replay_cli(data, work)
+        rate, floor_rate = written.events / seconds, floor_events / floor_s
+        noshows = sum(v for k, v in mix.items() if k.endswith(("noshow", "S26")))
+        print(f"events           {written.events:,} ({noshows:,} not brought)")
+        print(f"replay wall      {seconds:,.1f} s  (goal < 240 s)")
+        print(f"replay rate      {rate:,.0f} events/s")
+        print(f"peak RSS         {rss:,.0f} MB  (goal < 1,024 MB)")
+        print(f"json.loads floor {floor_s:,.1f} s for {floor_events:,} FHIR events, "
+              f"{floor_rate:,.0f} events/s; replay at {rate / floor_rate:.1%} of it")
+        print("replay summary:\n  " + "\n  ".join(summary.strip().splitlines()[:8]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

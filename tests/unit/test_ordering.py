@@ -1,0 +1,91 @@
+"""ordering.py: the external sort gives replay's order, spilling to disk, leaving nothing behind."""
+
+from __future__ import annotations
+
+import random
+import stat
+from datetime import UTC, datetime, timedelta
+
+from fhir_engagement.model import Event
+from fhir_engagement.ordering import EventOrder, time_of
+
+_DAWN = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def _event(key: str, at: datetime | None, version: str = "", raw: object = None) -> Event:
+    return Event(key, "Appointment", at, "Patient/1", None, {}, f"file {key} {version}",
+                 version=version, raw=raw)  # type: ignore[arg-type]
+
+
+def _in_memory(events: list[Event]) -> list[Event]:
+    """The sort replay did in memory before ordering.py (the oracle): versions of one key in
+    version order, each placed no earlier than the one before, then (placed, key, rank)."""
+    chains: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        chains.setdefault(event.key, []).append(i)
+    order: list[tuple[datetime, str, int]] = [(_DAWN, "", 0)] * len(events)
+    for key, members in chains.items():
+        members.sort(key=lambda i: (events[i].version, time_of(events[i])))
+        placed = _DAWN
+        for rank, i in enumerate(members):
+            placed = max(placed, time_of(events[i]))
+            order[i] = (placed, key, rank)
+    return [events[i] for i in sorted(range(len(events)), key=order.__getitem__)]
+
+
+def test_a_correction_with_an_earlier_time_comes_after_what_it_corrects() -> None:
+    # Worked by hand: A v1 at 10:00, its correction A v2 carries 09:00 but is placed at 10:00
+    # (never before v1), rank 1; B at 09:30; C has no time and goes first (dawn).
+    a1 = _event("Appointment/A", datetime(2026, 1, 5, 10, tzinfo=UTC), "1", {"id": "A", "n": 1})
+    a2 = _event("Appointment/A", datetime(2026, 1, 5, 9, tzinfo=UTC), "2", {"id": "A", "n": 2})
+    b = _event("Appointment/B", datetime(2026, 1, 5, 9, 30, tzinfo=UTC), "1")
+    c = _event("Appointment/C", None)
+    with EventOrder(run_bytes=1) as order:  # one event a run: every event is spilled
+        for event in (a2, b, a1, c):
+            order.add(event, None)
+        got = [e for e, _ in order]
+    assert got == [c, b, a1, a2]
+    # Event equality leaves the resource out: it must come back from disk as it went in.
+    assert [e.raw for e in got] == [None, None, {"id": "A", "n": 1}, {"id": "A", "n": 2}]
+
+
+def test_many_runs_give_the_in_memory_order_and_raw_items_come_back() -> None:
+    rng = random.Random(15)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    events = []
+    for n in range(3000):
+        key = f"Appointment/{rng.randrange(800)}"
+        at = None if rng.random() < 0.02 else start + timedelta(minutes=rng.randrange(5000))
+        events.append(_event(key, at, str(rng.randrange(1, 4)), {"n": n, "nested": [{"a": n}]}))
+    with EventOrder(run_bytes=20_000) as order:
+        for n, event in enumerate(events):
+            order.add(event, f"raw {n}".encode())
+        assert len(list(order._folder.iterdir())) > 10  # spilled: many runs
+        got = list(order)
+    assert [e for e, _ in got] == _in_memory(events)
+    assert all(raw == f"raw {e.raw['n']}".encode() for e, raw in got)  # type: ignore[index]
+
+
+def test_spill_files_are_private_and_removed() -> None:
+    with EventOrder(run_bytes=1) as order:
+        order.add(_event("Appointment/A", None, raw={"x": 1}), None)
+        order._spill()
+        runs = list(order._folder.iterdir())
+        assert runs
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in runs)
+        assert stat.S_IMODE(order._folder.stat().st_mode) == 0o700
+        folder = order._folder
+    assert not folder.exists()
+
+
+def test_an_event_too_deep_to_spill_is_kept_whole() -> None:
+    deep: dict[str, object] = {}
+    node = deep
+    for _ in range(300):  # deeper than orjson's 255
+        node["x"] = {}
+        node = node["x"]  # type: ignore[assignment]
+    event = _event("Appointment/D", datetime(2026, 1, 1, tzinfo=UTC), raw=deep)
+    with EventOrder(run_bytes=1) as order:
+        order.add(event, None)
+        [(got, _)] = list(order)
+    assert got.raw is deep
