@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fhir_engagement.errors import ConfigError
 from fhir_engagement.model import SERVICE_ELEMENTS
 
-__all__ = ["Settings", "SourceConfig", "default_mappings_dir", "load_model", "load_toml", "locate"]
+__all__ = ["Settings", "SourceConfig", "StatusSourceConfig", "default_mappings_dir", "load_model",
+           "load_toml", "locate"]
 
 M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E", bound=ConfigError)
@@ -86,6 +87,31 @@ class SourceConfig(BaseModel):
         return service
 
 
+class StatusSourceConfig(BaseModel):
+    """A national status service to ask about a child (issue 12): CP-IS's FHIR R4 API or its shape.
+
+    Asked ``GET {base}/CareTeam?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|N``; its
+    answer is cached in the store for ``ttl`` seconds. ``headers`` are sent on every request
+    (CP-IS asks for ``TraceID`` and similar); a bearer token only from the environment variable
+    named by ``token_env``, or SMART Backend Services with the ``auth_*`` keys, as for write-back.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="cp-is", min_length=1, max_length=64,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    base: str = Field(min_length=1)
+    headers: dict[str, str] = {}
+    timeout: float = Field(default=3.0, gt=0)  # seconds; past it the decision goes ahead
+    ttl: float = Field(default=3600.0, gt=0)  # seconds an answer is reused
+    token_env: str | None = None
+    auth_token_url: str | None = None
+    auth_client_id: str | None = None
+    auth_key_file: Path | None = None
+    auth_kid: str | None = None
+    auth_alg: str = "RS384"
+
+
 class Settings(BaseModel):
     """Everything the adapter is told at start-up; immutable once built."""
 
@@ -96,6 +122,8 @@ class Settings(BaseModel):
     source: str = ""
     # the region's sources (rules.md s.7), each a namespace for the ids it gives
     sources: tuple[SourceConfig, ...] = ()
+    # national status services asked about each child in live mode (CP-IS; live/status_sources.py)
+    status_sources: tuple[StatusSourceConfig, ...] = ()
     # serve: the HTTP side (health, dashboard) and the MLLP listener for HL7 v2 feeds
     host: str = "127.0.0.1"
     port: int = 8080

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -68,7 +69,7 @@ from fhir_engagement.signals.extract import extract, is_correction
 from fhir_engagement.signals.mappings import Mappings, load_mappings
 from fhir_engagement.store.base import OutputRow, SignalRow, Store
 
-__all__ = ["Engine", "Pipeline", "load_engine"]
+__all__ = ["Engine", "Pipeline", "load_engine", "status_source_key"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ class Pipeline:
         self.queued = 0  # deliveries queued so far: serve wakes the outbox when it grows
         self._tz = ZoneInfo(engine.rules.timezone)
         self._validator = OutputValidator()
+        # serve with status_sources (CP-IS): their answers, kept in the store, go in the Tasks
+        self.consult_status_sources = False
 
     # -- context ----------------------------------------------------------------------------
     def accept_context(self, record: Record) -> None:
@@ -377,6 +380,7 @@ class Pipeline:
         kind = "over-engagement" if decision.situation == "over-engagement" else "engagement"
         flag_url, flag_changed = self._flag(decision, event, child, kind, subject)
         decided = self._clock()  # one decision time for all it writes
+        decision = self._source_notes(decision, child)
         written: list[str] = []
         for action in decision.actions:
             tid = task_id(child, event.key, action.code, decision.situation)
@@ -422,6 +426,22 @@ class Pipeline:
             self._put(lid, "CommunicationRequest", child, draft)
             self.stats[f"letter {copy}"] += 1
         return [lid for lid, _ in drafts]
+
+    def _source_notes(self, decision: Decision, child: str) -> Decision:
+        """What the status services (CP-IS) said, for the Tasks: that one could not be asked, so
+        the decision rests on what is known here; the responsible local authority's contact."""
+        nhs = nhs_of(self.store, child) if self.consult_status_sources else None
+        kept = _status_answers(self.store.meta(status_source_key(nhs))) if nhs else {}
+        informs = any(a.code == "inform-social-worker" for a in decision.actions)
+        notes: list[str] = []
+        for name, said in sorted(kept.items()):
+            if not said.get("reachable"):
+                notes.append(f"{name} was not reachable when this was decided: the decision used "
+                             f"the statuses known here. Check {name} before acting.")
+            elif informs and said.get("contacts"):
+                contacts = "; ".join(str(c) for c in said["contacts"])
+                notes.append(f"Responsible local authority (from {name}): {contacts}.")
+        return replace(decision, notes=(*decision.notes, *notes)) if notes else decision
 
     def _flag(
         self, decision: Decision, event: Event, child: str, kind: str, subject: dict[str, object]
@@ -501,6 +521,19 @@ def _facts_from_json(text: str) -> LetterFacts:
         tuple((code, words) for code, words in data["languages"]),
         tuple((k, v) for k, v in data["gp"]) if data["gp"] else None,
     )
+
+
+def status_source_key(nhs: str) -> str:
+    """The store's meta key for what the status services said about the child with ``nhs``."""
+    return f"status-sources:{nhs}"
+
+
+def _status_answers(text: str | None) -> dict[str, dict[str, Any]]:
+    try:
+        kept = orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError:
+        return {}
+    return {k: v for k, v in kept.items() if isinstance(v, dict)} if isinstance(kept, dict) else {}
 
 
 def _literal(alias: str) -> bool:

@@ -9,19 +9,20 @@ fresh one once (fhir_client.py).
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import jwt
 
-from fhir_engagement.config import Settings
+from fhir_engagement.config import Settings, StatusSourceConfig
 from fhir_engagement.errors import AuthRequiredError, ConfigError, RetryableDeliveryError
 
-__all__ = ["BackendServicesAuth", "StaticToken", "TokenSource", "token_source"]
+__all__ = ["BackendServicesAuth", "StaticToken", "TokenSource", "status_source_token", "token_source"]
 
 TokenSource = Callable[[bool], Awaitable[str | None]]  # (refresh) -> bearer token or None
 
@@ -94,6 +95,21 @@ def token_source(settings: Settings, session: aiohttp.ClientSession) -> TokenSou
     """The credential the settings ask for: SMART Backend Services, a static token, or none."""
     if not settings.auth_token_url:
         return StaticToken(settings.fhir_token)
+    return _backend_services(settings, session)
+
+
+def status_source_token(source: StatusSourceConfig, session: aiohttp.ClientSession,
+                        env: Mapping[str, str] | None = None) -> TokenSource:
+    """A status service's credential: SMART Backend Services, a token from the environment
+    variable it names (never from a file), or none."""
+    if not source.auth_token_url:
+        env = os.environ if env is None else env
+        return StaticToken(env.get(source.token_env) if source.token_env else None)
+    return _backend_services(source, session)
+
+
+def _backend_services(settings: Settings | StatusSourceConfig,
+                      session: aiohttp.ClientSession) -> TokenSource:
     missing = [name for name in ("auth_client_id", "auth_key_file", "auth_kid")
                if not getattr(settings, name)]
     if missing:

@@ -56,8 +56,11 @@ class FhirClient:
     def __init__(
         self, base_url: str, session: aiohttp.ClientSession, token: TokenSource = _no_token,
         timeout: float = 30.0, max_pages: int = MAX_PAGES,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``headers`` go on every request (a national API's ``TraceID`` and the like)."""
         self.base_url = base_url.rstrip("/")
+        self._headers = dict(headers or {})
         self._session, self._token = session, token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_pages = max_pages
@@ -142,7 +145,7 @@ class FhirClient:
         self, method: str, url: str, body: Mapping[str, Any] | None,
         params: Mapping[str, str] | None, refresh: bool, expect_bundle: bool,
     ) -> dict[str, Any]:
-        headers = {"Accept": FHIR_JSON}
+        headers = {**self._headers, "Accept": FHIR_JSON}
         token = await self._token(refresh)
         if token:
             headers["Authorization"] = f"Bearer {token}"

@@ -29,6 +29,7 @@ from fhir_engagement.live.keys import (
     OUTBOX_WAKE,
     PIPELINE,
     SETTINGS,
+    STATUS_SOURCES,
     STORE,
     SUPERVISOR,
     WAKE,
@@ -36,6 +37,7 @@ from fhir_engagement.live.keys import (
 from fhir_engagement.live.middleware import errors
 from fhir_engagement.live.outbox import Outbox
 from fhir_engagement.live.routes import add_routes
+from fhir_engagement.live.status_sources import StatusSources
 from fhir_engagement.live.tls import mllp_tls_context
 from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.live.workers import Supervisor, wake_on_decisions
@@ -83,6 +85,7 @@ async def _mllp(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     inbox = V2Inbox(app[PIPELINE], max_attempts=settings.inbox_max_attempts)
     inbox.committed = _decided(app)
+    inbox.status = app.get(STATUS_SOURCES)  # made by _fhir, which runs first
     wake = asyncio.Event()
 
     async def handle(raw: bytes) -> bytes:
@@ -132,6 +135,10 @@ async def _fhir(app: web.Application) -> AsyncIterator[None]:
             client = FhirClient(settings.fhir_base, session, token_source(settings, session))
             app[CLIENT] = client
         inbox = app[FHIR_INBOX] = FhirInbox(app[PIPELINE], client, settings.inbox_max_attempts)
+        if settings.status_sources:
+            inbox.status = app[STATUS_SOURCES] = StatusSources(app[PIPELINE], session,
+                                                               settings.status_sources)
+            app[PIPELINE].consult_status_sources = True
         inbox.committed = _decided(app)
         outbox = (Outbox(app[STORE], client, patient_ttl=settings.server_patient_ttl)
                   if client is not None else None)

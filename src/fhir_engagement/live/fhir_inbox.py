@@ -23,6 +23,7 @@ from fhir_engagement.ingest.references import resource_path
 from fhir_engagement.live import recovery
 from fhir_engagement.live.first_sight import FirstSight
 from fhir_engagement.live.recovery import Recovery
+from fhir_engagement.live.status_sources import StatusSources
 from fhir_engagement.live.workers import drain_items, off_loop_if_large
 from fhir_engagement.pipeline import Pipeline
 
@@ -42,6 +43,7 @@ class FhirInbox:
         self.committed: Callable[[], None] | None = None  # serve: wakes the outbox (workers.py)
         self.recovery = Recovery(pipeline, client)
         self.first_sight = FirstSight(pipeline, client) if client is not None else None
+        self.status: StatusSources | None = None  # serve with status_sources (CP-IS)
 
     async def accept(self, body: bytes, origin: str, path_type: str | None = None,
                      path_id: str | None = None) -> Notice:
@@ -90,6 +92,8 @@ class FhirInbox:
             records += read.records
         if self.first_sight is not None:
             await self.first_sight.read(records)
+        if self.status is not None:  # after first sight: the child's NHS number is known then
+            await self.status.ask(records)
         self.pipeline.apply(records, raw, origin)
 
     async def _documents(self, raw: bytes, origin: str) -> list[dict[str, Any]]:

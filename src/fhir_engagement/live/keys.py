@@ -10,12 +10,13 @@ from fhir_engagement.config import Settings
 from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.ingest.mllp import MllpListener
 from fhir_engagement.live.fhir_inbox import FhirInbox
+from fhir_engagement.live.status_sources import StatusSources
 from fhir_engagement.live.workers import Supervisor
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import Store
 
-__all__ = ["CLIENT", "ENGINE", "FHIR_INBOX", "MLLP_SERVER", "OUTBOX_WAKE", "PIPELINE", "SETTINGS", "STORE",
-           "SUPERVISOR", "WAKE"]
+__all__ = ["CLIENT", "ENGINE", "FHIR_INBOX", "MLLP_SERVER", "OUTBOX_WAKE", "PIPELINE", "SETTINGS",
+           "STATUS_SOURCES", "STORE", "SUPERVISOR", "WAKE"]
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
@@ -24,6 +25,7 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 MLLP_SERVER = web.AppKey("mllp_server", MllpListener)
 FHIR_INBOX = web.AppKey("fhir_inbox", FhirInbox)
 CLIENT = web.AppKey("client", FhirClient)
+STATUS_SOURCES = web.AppKey("status_sources", StatusSources)  # set when status_sources are configured
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 WAKE = web.AppKey("wake", asyncio.Event)  # set when a push is kept: the FHIR inbox worker runs
 OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)  # set when a decision is committed

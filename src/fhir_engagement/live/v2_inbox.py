@@ -12,6 +12,7 @@ from fhir_engagement.errors import InputError, MessageError, StoreError, Unreada
 from fhir_engagement.ingest.ack import INTERNAL_ERROR, build_ack
 from fhir_engagement.ingest.records import Kind, RawItem, Read
 from fhir_engagement.ingest.v2parse import V2Message, parse_message
+from fhir_engagement.live.status_sources import StatusSources
 from fhir_engagement.live.workers import drain_items, off_loop_if_large
 from fhir_engagement.pipeline import Pipeline
 
@@ -27,6 +28,7 @@ class V2Inbox:
         self.pipeline, self.channel, self.max_attempts = pipeline, channel, max_attempts
         self.store, self.stats = pipeline.store, pipeline.stats
         self.committed: Callable[[], None] | None = None  # serve: wakes the outbox (workers.py)
+        self.status: StatusSources | None = None  # serve with status_sources (CP-IS)
 
     async def accept(self, raw: bytes, origin: str) -> tuple[bytes, bool]:
         """Keep one message durably, then answer it: (ACK, whether it is new).
@@ -79,6 +81,8 @@ class V2Inbox:
         read = await self._read(raw, origin)
         for error in read.rejected:
             self.pipeline.reject(error, raw)
+        if self.status is not None:  # CP-IS and the like, by the NHS number PID-3 gives
+            await self.status.ask(read.records)
         self.pipeline.apply(read.records, raw, origin)
 
     def _refuse(
