@@ -511,6 +511,7 @@ def _appointment(
     for name in ("serviceType", "serviceCategory", "specialty", "class"):
         visit |= ctx.concepts(res, name)
     slots["visit"] = visit
+    slots["priority"] = _priority(ctx)
     patient, performer, place = _appointment_actors(ctx)
     if patient is None and isinstance(res.get("subject"), dict):
         patient = res["subject"]
@@ -566,6 +567,7 @@ def _encounter(
     slots.setdefault("discharge", set()).update(
         ctx.concept(stay.get("dischargeDisposition"), "hospitalization.dischargeDisposition"))
     slots["subject-status"] = ctx.concept(res.get("subjectStatus"), "subjectStatus")
+    slots["priority"] = _priority(ctx)
     period = ctx.obj(res, "period", "") or ctx.obj(res, "actualPeriod", "")
     occurred = ctx.when((period, "end", "period."), (period, "start", "period."),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
@@ -593,14 +595,27 @@ def _procedure(
 
 
 def _service_request(
-    ctx: _ResourceReader, _slots: dict[str, set[str]], _services: tuple[str, ...]
+    ctx: _ResourceReader, slots: dict[str, set[str]], _services: tuple[str, ...]
 ) -> tuple[Any, ...]:
     res = ctx.res
+    slots["priority"] = _priority(ctx)
     occurred = ctx.when((res, "occurrenceDateTime", ""), (res, "authoredOn", ""),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
     requester = res.get("requester") if isinstance(res.get("requester"), dict) else None
     return occurred, ctx.obj(res, "subject", ""), None, _first_code(ctx.concept(
         res.get("code"), "code")), requester
+
+
+def _priority(ctx: _ResourceReader) -> set[str]:
+    """How urgent the contact is (rules.md s.8, clinical risk): R5 Appointment and Encounter
+    priority (a CodeableConcept, v3 ActPriority), or a ServiceRequest's request-priority code.
+    R4's Appointment.priority is a bare number with no agreed meaning, so it is not read."""
+    value = ctx.res.get("priority")
+    if isinstance(value, str) and value:
+        return {f"http://hl7.org/fhir/request-priority|{value}"}
+    if isinstance(value, dict):
+        return ctx.concept(value, "priority")
+    return set()
 
 
 def _service(ctx: _ResourceReader, order: tuple[str, ...]) -> str | None:
