@@ -75,7 +75,8 @@ def test_brothers_and_sisters_from_repeat_or_any_pattern_for_cpp_lac(
     signal, history = MAKES[situation]
     s = Situation(event(), signal, history, ChildStatus(frozenset(STATUSES[column])), "child")
     index = decide(s, rules)
-    assert index is not None and index.situation == situation
+    assert index is not None
+    assert index.situation == situation
     sibling = decide_household(s, index, rules)
     if not reaches:
         assert sibling is None
@@ -94,7 +95,8 @@ def test_a_single_miss_at_a_high_risk_service_takes_the_vulnerable_timings(rules
     assert actions_of(decision) == {("review-impact", "urgent", "1wd"),
                                     ("inform-health-visitor", "urgent", "2wd"),
                                     ("inform-gp", "routine", "5wd")}
-    assert decision.flag is not None and (decision.flag.code, decision.flag.priority) == (
+    assert decision.flag is not None
+    assert (decision.flag.code, decision.flag.priority) == (
         "disengagement-single", "PL")
     assert "high-risk service" in decision.why
 
