@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_engagement.errors import IdentityConflictError, RecordError
+from fhir_engagement.ingest import household
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
 from fhir_engagement.ingest.references import (
     MAX_IDENTIFIERS,
@@ -37,7 +38,7 @@ _MAX_BUNDLES = 8  # Bundles nested in Bundles (a transaction holding a message h
 _MAX_CONCEPTS = 2  # a CodeableReference holds a CodeableConcept, which holds no concept
 
 _EVENT_TYPES = frozenset(STATUS_SYSTEMS)
-_CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition"})
+_CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition", "RelatedPerson", "Group", "Task"})
 # Resources in a Bundle that only describe the notification or the write, never a child's event.
 _NOT_A_PATIENT = ("Location/", "Device/", "Practitioner", "HealthcareService/", "RelatedPerson/",
                   "Organization/", "Group/")
@@ -56,6 +57,8 @@ class Reader:
     source: str = ""
     sources: Sources = field(default_factory=Sources)
     services: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Group.code values that make a Group one household (rules.md s.8; mappings/codes/)
+    household_groups: frozenset[str] = frozenset()
 
     def read(
         self, doc: Any, origin: str, namespace: str | None = None
@@ -172,12 +175,36 @@ class Reader:
         yield from ctx.contained_patients()
         if rtype == "Patient":
             yield ctx.patient()
+            yield from household.patient_links(res, ctx.key, ctx.ref)
+        elif rtype in _SECTION8_CONTEXT:
+            yield from self._section8(ctx)
         elif rtype in _CONTEXT_TYPES:
             fact = ctx.status_fact(self.status_codes)
             if fact is not None:
                 yield fact
         else:
             yield ctx.event(self.extensions.get(rtype, {}), self._services(rtype, ctx.namespace))
+
+
+    def _section8(self, ctx: _ResourceReader) -> Iterator[StatusFact]:
+        """Household links and the 16-17 decision (ingest/household.py), as status facts."""
+        if not ctx.key:
+            return
+        def concept(value: Any) -> set[str]:
+            return ctx.concept(value, "code")
+        if ctx.rtype == "RelatedPerson":
+            fact = household.related_person_link(ctx.res, ctx.key, ctx.ref)
+        elif ctx.rtype == "Task":
+            fact = household.classify_answer(ctx.res, ctx.key, ctx.ref, concept)
+        else:
+            yield from household.group_links(ctx.res, ctx.key, ctx.ref, concept,
+                                             self.household_groups)
+            return
+        if fact is not None:
+            yield fact
+
+
+_SECTION8_CONTEXT = frozenset({"RelatedPerson", "Group", "Task"})
 
 
 @dataclass(frozen=True, slots=True)
