@@ -231,18 +231,20 @@ SIGNAL_CODES = frozenset(
         "left-against-advice",
         "unscheduled-attendance",
         "attended",
+        "discharged",
+        "did-not-attend",  # only as a clinician's classify-attendance answer, never from a feed
     }
 )
 SLOTS: Mapping[str, frozenset[str]] = {
     "Appointment": frozenset(
-        {"status", "cancellation-reason", "visit", "attendance", "delivery-channel"}
+        {"status", "cancellation-reason", "visit", "attendance", "delivery-channel", "priority"}
     ),
     "Encounter": frozenset(
         {"status", "class", "type", "discharge", "ed-outcome", "subject-status",
-         "outcome-of-attendance"}
+         "outcome-of-attendance", "priority"}
     ),
     "Procedure": frozenset({"status", "status-reason"}),
-    "ServiceRequest": frozenset({"status", "status-reason"}),
+    "ServiceRequest": frozenset({"status", "status-reason", "priority"}),
 }
 STATUS_SYSTEMS: Mapping[str, str] = {
     "Appointment": "http://hl7.org/fhir/appointmentstatus",
@@ -265,7 +267,7 @@ ACTION_CODES = frozenset(
         "review-impact", "send-wnb-letter", "inform-gp", "inform-health-visitor",
         "inform-social-worker", "safeguarding-lead-review", "contact-childrens-services",
         "neglect-referral", "same-day-follow-up", "senior-review-refusal", "curiosity-review",
-        "named-doctor-review", "classify-attendance",
+        "named-doctor-review", "classify-attendance", "review-discharge", "household-review",
     }
 )
 CONCERN_CODES = frozenset(

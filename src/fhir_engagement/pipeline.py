@@ -38,16 +38,26 @@ from fhir_engagement.errors import (
     IdentityConflictError,
     InputError,
     RecordError,
+    RulesError,
     StoreError,
     UnreadableError,
 )
-from fhir_engagement.guidance.decide import Situation, decide_all, decide_retraction
+from fhir_engagement.guidance.decide import (
+    HIGH_RISK,
+    UNBORN,
+    URGENT,
+    Situation,
+    decide_all,
+    decide_household,
+    decide_retraction,
+)
 from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
 from fhir_engagement.identity import identify, nhs_of
 from fhir_engagement.ingest.fhir import Reader, Record
 from fhir_engagement.ingest.fhirtime import latest_date
 from fhir_engagement.ingest.hl7v2 import LOCAL_SYSTEM
+from fhir_engagement.ingest.household import HOUSEHOLD
 from fhir_engagement.ingest.records import Readers
 from fhir_engagement.ingest.sources import Sources
 from fhir_engagement.ingest.v2map import V2Mappings, load_v2_mappings
@@ -55,6 +65,7 @@ from fhir_engagement.ingest.validate import validate_input
 from fhir_engagement.model import (
     HOME,
     Action,
+    ChildStatus,
     Contact,
     Decision,
     Event,
@@ -104,15 +115,29 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     """Load every data file; raises ConfigError (file, key, line) on the first fault."""
     mappings = load_mappings(settings.mappings_dir)
     rules = load_rules(settings.mappings_dir)
+    _check_code_sets(rules, mappings, settings.mappings_dir)
     systems = load_codesystems(codesystems or default_codesystems_dir())
     status_codes = frozenset().union(*(s.codes | s.ended_by for s in mappings.statuses))
     reader = Reader(mappings.extensions, status_codes, settings.source,
-                    services=mappings.services, sources=Sources.from_settings(settings))
+                    services=mappings.services, sources=Sources.from_settings(settings),
+                    household_groups=mappings.codesets[rules.household.group_codes])
     v2 = load_v2_mappings(settings.mappings_dir / "hl7v2")
     letters_dir = settings.mappings_dir / "letters"
     if not letters_dir.is_dir():  # a mappings folder from before letters: the shipped ones
         letters_dir = default_mappings_dir() / "letters"
     return Engine(mappings, rules, systems, Readers(reader, v2), load_letter_templates(letters_dir))
+
+
+def _check_code_sets(rules: Rules, mappings: Mappings, root: Path) -> None:
+    """The code sets rules.toml names (rules.md s.8) must exist in mappings/codes/."""
+    named = {("clinical_risk", "service_codes"): rules.clinical_risk.service_codes,
+             ("clinical_risk", "priority_codes"): rules.clinical_risk.priority_codes,
+             ("unborn", "service_codes"): rules.unborn.service_codes,
+             ("household", "group_codes"): rules.household.group_codes}
+    for (table, key), name in named.items():
+        if name not in mappings.codesets:
+            raise RulesError(str(root / "rules.toml"), f"{table}.{key}",
+                             f"no code set '{name}' in mappings/codes/")
 
 
 def _raised_again(event: Event, row: SignalRow) -> bool:
@@ -153,6 +178,9 @@ class Pipeline:
                 self.stats["patients"] += 1
                 if record.letter is not None:
                     self._keep_letter_facts(record)
+        elif isinstance(record, StatusFact) and _household_persons(record):
+            self._household_link(record)
+            self.stats["household links"] += 1
         elif isinstance(record, StatusFact):
             self.store.add_status(record)
             self.stats["status records"] += 1
@@ -293,6 +321,7 @@ class Pipeline:
             raise RecordError(event.origin, f"{event.key} names no patient the adapter can "
                               "identify (missing or display-only reference)")
         child, band = self._child(event)
+        band = self._unborn(event, child, band)
         decided = [(signal, self._decide(event, signal, child, band)) for signal in new]
         if event.raw is not None and (gone or any(d for _, d in decided)):
             validate_input(event.raw, event.origin)  # only what the adapter will act on
@@ -346,7 +375,75 @@ class Pipeline:
         history = self.store.history_before(child, event.occurred)
         status = child_status(self.store.status_facts(child), event.occurred,
                               self.engine.mappings.statuses, band)
-        return decide_all(Situation(event, signal.code, history, status, band), self.engine.rules)
+        situation = Situation(event, signal.code, history, status, band, self._tags(event))
+        return decide_all(situation, self.engine.rules)
+
+    def _tags(self, event: Event) -> frozenset[str]:
+        """What the code sets rules.toml names say about the event (rules.md s.8): a high-risk
+        service, an urgent referral, an antenatal or maternity contact."""
+        sets, rules = self.engine.mappings.codesets, self.engine.rules
+        values = frozenset().union(*event.slots.values()) if event.slots else frozenset()
+        found = [(HIGH_RISK, values, rules.clinical_risk.service_codes),
+                 (URGENT, event.slots.get("priority", frozenset()),
+                  rules.clinical_risk.priority_codes),
+                 (UNBORN, values, rules.unborn.service_codes)]
+        return frozenset(tag for tag, have, name in found if have & sets[name])
+
+    def _unborn(self, event: Event, child: str, band: str) -> str:
+        """An adult in scope as an unborn child's mother (rules.md s.8): an active unborn CPP on
+        her record and a missed antenatal or maternity contact. Every other adult is excluded."""
+        if band != "adult" or UNBORN not in self._tags(event):
+            return band
+        status = child_status(self.store.status_facts(child), event.occurred,  # type: ignore[arg-type]
+                              self.engine.mappings.statuses, band)
+        return "unborn" if self.engine.rules.unborn.status in status.statuses else band
+
+    # -- brothers and sisters (rules.md s.8) ------------------------------------------------
+    def _household_link(self, fact: StatusFact) -> None:
+        """Keep a parent-or-carer link both ways in the store's key-value table: person ->
+        children, child -> persons (docs/decisions.md: no table of its own)."""
+        persons = _household_persons(fact)
+        self._meta_add(f"household:child:{fact.patient}", persons)
+        for person in persons:
+            self._meta_add(f"household:person:{person}", [fact.patient])
+
+    def _meta_add(self, key: str, values: list[str]) -> None:
+        have = self._meta_list(key)
+        if not set(values) <= set(have):
+            self.store.set_meta(key, orjson.dumps(sorted(set(have) | set(values))).decode())
+
+    def _meta_list(self, key: str) -> list[str]:
+        raw = self.store.meta(key)
+        return list(orjson.loads(raw)) if raw else []
+
+    def siblings(self, child: str, at: datetime) -> list[tuple[str, str]]:
+        """Every other child known to share a parent or carer: (child key, an alias of theirs)."""
+        names = sorted(self.store.aliases_of(child) | {child})
+        persons = {p for n in names for p in self._meta_list(f"household:child:{n}")}
+        found: dict[str, str] = {}
+        for alias in sorted({a for p in persons for a in self._meta_list(f"household:person:{p}")}):
+            record = self.store.child_of(alias)
+            if record is None:  # known only from a link: a child of their own until one joins
+                self._identify(PatientFacts((alias,), None, None))
+                record = self.store.child_of(alias)
+            key = record.key if record else alias
+            if key != child and not self._adult(record, at):
+                found.setdefault(key, alias)
+        return sorted(found.items())
+
+    def _adult(self, record: object, at: datetime) -> bool:
+        birth = getattr(record, "birth_date", None)
+        years = age_in_years(latest_date(birth) if birth else None, at.astimezone(self._tz).date())
+        return age_band(years, self.engine.rules.patterns) == "adult"
+
+    def _household(self, decision: Decision, event: Event, child: str, signal: str) -> None:
+        situation = Situation(event, signal, (), ChildStatus(), "")
+        review = decide_household(situation, decision, self.engine.rules)
+        if review is None:
+            return
+        index = self._subject(event, child)
+        for sibling, alias in self.siblings(child, event.occurred):  # type: ignore[arg-type]
+            self._write(review, event, sibling, signal, own=alias, index=index)
 
     def _record(
         self, event: Event, signal: Signal, child: str, band: str,
@@ -359,6 +456,8 @@ class Pipeline:
             self.stats["adults excluded"] += 1
         for decision in decisions:
             self._write(decision, event, child, signal.code, band)
+        for decision in decisions:
+            self._household(decision, event, child, signal.code)
         situation = "+".join(d.situation for d in decisions)
         asked = frozenset(a.code for d in decisions for a in d.actions)
         item = HistoryItem(event.key, signal.code, event.occurred, event.service, event.provider,
@@ -374,9 +473,12 @@ class Pipeline:
 
     # -- outputs ----------------------------------------------------------------------------
     def _write(
-        self, decision: Decision, event: Event, child: str, signal: str, band: str = ""
+        self, decision: Decision, event: Event, child: str, signal: str, band: str = "",
+        own: str | None = None, index: dict[str, object] | None = None,
     ) -> None:
-        subject = self._subject(event, child)
+        """Write one decision's Flag, Tasks and Provenance for ``child``. A brother's or
+        sister's review names them by ``own`` alias and the index child only by reference."""
+        subject = self._subject(event, child, own)
         kind = "over-engagement" if decision.situation == "over-engagement" else "engagement"
         flag_url, flag_changed = self._flag(decision, event, child, kind, subject)
         decided = self._clock()  # one decision time for all it writes
@@ -388,7 +490,7 @@ class Pipeline:
                 continue
             task = task_resource(tid, action, decision, event, subject, flag_url,
                                  self._owner(action, event), self.engine.systems,
-                                 decided, self._barriers(event))
+                                 decided, self._barriers(event), index)
             self._put(tid, "Task", child, task)
             self.stats[f"task {action.code}"] += 1
             written.append(tid)
@@ -470,12 +572,12 @@ class Pipeline:
                 from exc
         self.store.put_output(OutputRow(rid, kind, child, orjson.dumps(resource)), self.run)
 
-    def _subject(self, event: Event, child: str) -> dict[str, object]:
+    def _subject(self, event: Event, child: str, own: str | None = None) -> dict[str, object]:
         """The child as the target server can find them (rules.md s.7, "writing back"): its own
         ``Patient/{id}`` when the event came from it, else by NHS number, else a literal id it
         holds, else a declared identifier; never a name that means something only here."""
         names = sorted(self.store.aliases_of(child) | {child})
-        own = event.patient or ""
+        own = own if own is not None else event.patient or ""
         if _literal(own):
             return reference_for(own)
         nhs = nhs_of(self.store, child)
@@ -489,7 +591,12 @@ class Pipeline:
         return _described(own or child)
 
     def _owner(self, action: Action, event: Event) -> OwnerRef:
-        owner = self.engine.rules.owners[action.owner_role]
+        """The role's owner; a source's care (primary or secondary) names its own safeguarding
+        lead (rules.md s.8). A source with no configuration keeps the generic role."""
+        rules = self.engine.rules
+        config = self.engine.reader.sources.config(split_key(event.key)[1])
+        role = rules.role_for(action.owner_role, config.care) if config else action.owner_role
+        owner = rules.owners[role]
         if action.owner_role == "expecting-practitioner" and event.performer:
             return dict(event.performer), owner.text
         return owner.reference, owner.text
@@ -534,6 +641,11 @@ def _status_answers(text: str | None) -> dict[str, dict[str, Any]]:
     except orjson.JSONDecodeError:
         return {}
     return {k: v for k, v in kept.items() if isinstance(v, dict)} if isinstance(kept, dict) else {}
+
+
+def _household_persons(fact: StatusFact) -> list[str]:
+    """The parents or carers a household link names ([] for any other status fact)."""
+    return sorted(c[len(HOUSEHOLD):] for c in fact.codes if c.startswith(HOUSEHOLD))
 
 
 def _literal(alias: str) -> bool:

@@ -109,7 +109,7 @@ def test_barrier_and_age_notes(engine: Engine, store: SqliteStore) -> None:
 def test_every_task_asks_the_impact_question_and_says_why(engine: Engine, store: SqliteStore) -> None:
     for task in _tasks(_run([SCENARIOS], engine, store)):
         texts = [n["text"] for n in task["note"]]
-        assert texts[0].startswith(("What impact", "Does this pattern"))
+        assert texts[0].startswith(("What impact", "Does this pattern", "Is the same pattern"))
         assert texts[1].startswith("Why: Rule ")
         assert "rules 2026.11-default" in texts[1]
 
@@ -133,7 +133,7 @@ def test_whole_fixture_folder_is_the_union_of_its_scenarios(
     situations = {t["note"][1]["text"].split()[2].split("/")[0] for t in _tasks(bundle)}
     assert situations == {"single-wnb", "repeat-wnb", "persistent-wnb", "intermittent",
                           "refused-assessment", "left-against-advice", "left-before-seen",
-                          "over-engagement", "retracted"}
+                          "over-engagement", "retracted", "discharged-after-wnb", "household"}
 
 
 def test_replaying_twice_writes_nothing_new(engine: Engine, store: SqliteStore) -> None:

@@ -25,7 +25,8 @@ def _team(**changes: Any) -> dict[str, Any]:
 def test_a_plan_is_a_status_fact_for_the_child_with_its_period_and_contact() -> None:
     fact, contact = read_careteam(_team(), "Patient/7@trust-a", "cp-is")
     assert fact is not None
-    assert fact.key == "CareTeam/p1@cp-is" and fact.patient == "Patient/7@trust-a"
+    assert fact.key == "CareTeam/p1@cp-is"
+    assert fact.patient == "Patient/7@trust-a"
     assert fact.codes == frozenset({f"{SNOMED}|764841000000100"})
     assert fact.start == datetime(2025, 1, 2, tzinfo=UTC)
     assert fact.end == datetime(2026, 1, 2, tzinfo=UTC)
@@ -35,7 +36,8 @@ def test_a_plan_is_a_status_fact_for_the_child_with_its_period_and_contact() -> 
 
 def test_an_inactive_plan_gives_no_status_and_no_contact() -> None:
     fact, contact = read_careteam(_team(status="inactive"), "Patient/7", "cp-is")
-    assert fact is not None and not fact.active
+    assert fact is not None
+    assert not fact.active
     assert contact == ""
 
 
@@ -49,5 +51,6 @@ def test_what_is_not_a_plan_gives_nothing() -> None:
 def test_a_hostile_contact_is_one_short_printable_line() -> None:
     team = _team(managingOrganization=[{"display": "Evil\r\nInjected: header" + "x" * 500}])
     _, contact = read_careteam(team, "Patient/7", "cp-is")
-    assert "\n" not in contact and "\r" not in contact
+    assert "\n" not in contact
+    assert "\r" not in contact
     assert len(contact) <= 120

@@ -19,6 +19,11 @@ _QUESTIONS = {
     "over-engagement": "Does this pattern of attendance suggest the child's needs are being "
                        "fabricated or induced? Do not write to the parents.",
     "intermittent": "What impact will these cancellations have on the child?",
+    "discharged-after-wnb": "What impact will this discharge have on the child? Confirm the "
+                            "impact review of the missed appointment was done and the discharge "
+                            "is safe; tell the GP and the referrer.",
+    "household": "Is the same pattern affecting this child? A brother or sister who shares a "
+                 "parent or carer with them is not being brought to appointments.",
 }
 _DEFAULT_QUESTION = "What impact will the missed appointment have on the child?"
 
@@ -36,6 +41,7 @@ def task_resource(
     systems: CodeSystems,
     decided: datetime,
     barriers: tuple[str, ...] = (),
+    index_child: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """The FHIR R4 Task for one action of a decision.
 
@@ -59,6 +65,8 @@ def task_resource(
         "restriction": {"period": {"end": action.due.isoformat()}},
         "note": [{"text": text} for text in _notes(action, decision, barriers)],
     }
+    if index_child:  # a brother's or sister's review: the index child by reference, never text
+        task["input"] = [{"type": {"text": "Index child"}, "valueReference": index_child}]
     if flag_url:
         task["reasonReference"] = {"reference": flag_url}
     if reference:
@@ -72,8 +80,10 @@ def _description(action: Action, decision: Decision, event: Event, systems: Code
     what = systems.definition(ACTION, action.code)
     if decision.situation == "retracted":
         return f"{what} The event that raised earlier actions ({describe(event.key)}) was retracted."
-    signals = ", ".join(sorted(set(_signal_names(decision, systems))))
     day = decision.event_date.isoformat() if decision.event_date else "unknown date"
+    if decision.situation == "household":
+        return f"{what} Raised by a brother's or sister's missed contact on {day}."
+    signals = ", ".join(sorted(set(_signal_names(decision, systems))))
     return f"{what} Raised by: {signals} on {day} ({describe(event.key)})."
 
 
@@ -85,6 +95,8 @@ def _signal_names(decision: Decision, systems: CodeSystems) -> list[str]:
         return [systems.display(SIGNAL, "family-cancelled").lower()]
     if situation == "over-engagement":
         return [systems.display(SIGNAL, "unscheduled-attendance").lower()]
+    if situation == "discharged-after-wnb":
+        return [systems.display(SIGNAL, "discharged").lower()]
     return [systems.display(SIGNAL, situation).lower()]
 
 

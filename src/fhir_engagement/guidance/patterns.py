@@ -17,6 +17,7 @@ from fhir_engagement.model import HistoryItem, situations_of
 __all__ = [
     "MISSED",
     "Finding",
+    "discharged_after_wnb",
     "happened_before",
     "intermittent",
     "letter_asked",
@@ -137,6 +138,22 @@ def over_engagement(
         return Finding("over-engagement", f"unscheduled attendances at {len(providers)} "
                        f"providers in {days} days", evidence)
     return None
+
+
+def discharged_after_wnb(
+    history: Sequence[HistoryItem], key: str, at: datetime, service: str | None, p: Patterns
+) -> Finding | None:
+    """A discharge within the not-brought window after a miss at the same service (rules.md s.8:
+    never quietly discharge). No service, no finding: a discharge elsewhere is not this one."""
+    if service is None:
+        return None
+    misses = [h for h in _within(history, at, p.not_brought_window_days)
+              if h.signal in MISSED and h.service == service]
+    if not misses:
+        return None
+    days = (at - misses[-1].occurred).days
+    return Finding("discharged-after-wnb", f"discharged from the service {days} days after the "
+                   "child was not brought to it", (*(h.event_key for h in misses), key))
 
 
 def happened_before(

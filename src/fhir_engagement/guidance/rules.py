@@ -34,6 +34,7 @@ __all__ = [
 SITUATIONS = (
     "single-wnb", "repeat-wnb", "persistent-wnb", "intermittent", "refused-assessment",
     "left-against-advice", "left-before-seen", "over-engagement",
+    "discharged-after-wnb", "household",
 )
 COLUMNS = ("none", "cin", "cpp-lac", "vulnerable")
 _DUE = re.compile(r"^(same-day|[0-9]{1,2}wd)$")
@@ -113,11 +114,51 @@ class YoungPerson(_Strict):
     add: ActionSpec
 
 
+class Decided(_Strict):
+    """What a clinician's classify-attendance answer changes for a young person's later misses."""
+
+    reliant_status: str = "reliant-on-adult"  # "was not brought": the child's ladder, with letters
+    own_choice_status: str = "own-choice"  # "did not attend": only these actions, no letter
+    own_choice_keep: list[str] = ["review-impact"]
+
+
+class ClinicalRisk(_Strict):
+    """A high-risk service or an urgent referral moves a miss to another column's timings."""
+
+    situations: list[Literal[*SITUATIONS]]  # type: ignore[valid-type]
+    column: Literal[*COLUMNS]  # type: ignore[valid-type]
+    service_codes: str = Field(min_length=1)  # a code set in mappings/codes/
+    priority_codes: str = Field(min_length=1)
+    add: list[ActionSpec] = []
+
+
+class Household(_Strict):
+    """When brothers and sisters are asked about (rules.md s.8), and how fast."""
+
+    situations: list[Literal[*SITUATIONS]]  # type: ignore[valid-type]
+    any_pattern_columns: list[Literal[*COLUMNS]]  # type: ignore[valid-type]
+    any_pattern_situations: list[Literal[*SITUATIONS]]  # type: ignore[valid-type]
+    group_codes: str = Field(min_length=1)  # a code set: Group.code of a household Group
+
+
+class Unborn(_Strict):
+    """An unborn child's CPP brings the pregnant woman's maternity misses into scope."""
+
+    status: str = "unborn-cpp"
+    service_codes: str = Field(min_length=1)
+    note: str = Field(min_length=1)
+
+
 class RulesFile(_Strict):
     version: str = Field(pattern=r"^[A-Za-z0-9._-]+$")  # it becomes part of a policy URI
     patterns: Patterns
     young_person: YoungPerson
+    decided: Decided = Decided()
+    clinical_risk: ClinicalRisk
+    household: Household
+    unborn: Unborn
     owners: dict[str, str]
+    care: dict[Literal["primary", "secondary"], dict[str, str]] = {}
     rule: list[Cell]
 
 
@@ -155,6 +196,16 @@ class Rules:
     owners: dict[str, Owner]
     holidays: WorkingCalendar  # the days that are not working days: bank holidays and closures
     timezone: str
+    decided: Decided
+    clinical_risk: ClinicalRisk
+    household: Household
+    unborn: Unborn
+    # primary / secondary care (rules.md s.8): a role's owner where a source's care differs
+    care: dict[str, dict[str, str]]
+
+    def role_for(self, role: str, care: str) -> str:
+        """The owner role for ``role`` in ``care`` (primary or secondary)."""
+        return self.care.get(care, {}).get(role, role)
 
     def cell(self, situation: str, column: str) -> Cell:
         """The cell for a situation and column (``retracted`` has one cell for every column)."""
@@ -178,6 +229,11 @@ def load_rules(root: Path) -> Rules:
         owners=dict(owners.roles),
         holidays=working,
         timezone=calendar.timezone,
+        decided=spec.decided,
+        clinical_risk=spec.clinical_risk,
+        household=spec.household,
+        unborn=spec.unborn,
+        care={k: dict(v) for k, v in spec.care.items()},
     )
 
 
@@ -225,3 +281,8 @@ def _check_owners(spec: RulesFile, owners: OwnersFile, path: Path, text: str) ->
         if role not in owners.roles:
             where = locate(text, ("owners", code))
             raise RulesError(str(path), where, f"role '{role}' is not in owners.toml")
+    for care, roles in spec.care.items():
+        for role, other in roles.items():
+            if other not in owners.roles:
+                where = locate(text, ("care", care, role))
+                raise RulesError(str(path), where, f"role '{other}' is not in owners.toml")

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from fhir_engagement.errors import IdentityConflictError, RecordError
+from fhir_engagement.ingest import household
 from fhir_engagement.ingest.fhirtime import date_problem, parse_datetime
 from fhir_engagement.ingest.letterfacts import contact_of_related_person, letter_facts
 from fhir_engagement.ingest.references import (
@@ -46,7 +47,7 @@ _MAX_BUNDLES = 8  # Bundles nested in Bundles (a transaction holding a message h
 _MAX_CONCEPTS = 2  # a CodeableReference holds a CodeableConcept, which holds no concept
 
 _EVENT_TYPES = frozenset(STATUS_SYSTEMS)
-_CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition", "RelatedPerson"})
+_CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition", "RelatedPerson", "Group", "Task"})
 # Resources in a Bundle that only describe the notification or the write, never a child's event.
 _NOT_A_PATIENT = ("Location/", "Device/", "Practitioner", "HealthcareService/", "RelatedPerson/",
                   "Organization/", "Group/")
@@ -65,6 +66,8 @@ class Reader:
     source: str = ""
     sources: Sources = field(default_factory=Sources)
     services: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Group.code values that make a Group one household (rules.md s.8; mappings/codes/)
+    household_groups: frozenset[str] = frozenset()
 
     def read(
         self, doc: Any, origin: str, namespace: str | None = None
@@ -181,16 +184,40 @@ class Reader:
         yield from ctx.contained_patients()
         if rtype == "Patient":
             yield ctx.patient()
-        elif rtype == "RelatedPerson":  # a parent or carer: the WNB letter's recipient
-            facts = ctx.related_person()
-            if facts is not None:
-                yield facts
+            yield from household.patient_links(res, ctx.key, ctx.ref)
+        elif rtype in _SECTION8_CONTEXT:
+            if rtype == "RelatedPerson":  # a parent or carer: the WNB letter's recipient too
+                facts = ctx.related_person()
+                if facts is not None:
+                    yield facts
+            yield from self._section8(ctx)
         elif rtype in _CONTEXT_TYPES:
             fact = ctx.status_fact(self.status_codes)
             if fact is not None:
                 yield fact
         else:
             yield ctx.event(self.extensions.get(rtype, {}), self._services(rtype, ctx.namespace))
+
+
+    def _section8(self, ctx: _ResourceReader) -> Iterator[StatusFact]:
+        """Household links and the 16-17 decision (ingest/household.py), as status facts."""
+        if not ctx.key:
+            return
+        def concept(value: Any) -> set[str]:
+            return ctx.concept(value, "code")
+        if ctx.rtype == "RelatedPerson":
+            fact = household.related_person_link(ctx.res, ctx.key, ctx.ref)
+        elif ctx.rtype == "Task":
+            fact = household.classify_answer(ctx.res, ctx.key, ctx.ref, concept)
+        else:
+            yield from household.group_links(ctx.res, ctx.key, ctx.ref, concept,
+                                             self.household_groups)
+            return
+        if fact is not None:
+            yield fact
+
+
+_SECTION8_CONTEXT = frozenset({"RelatedPerson", "Group", "Task"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,6 +560,7 @@ def _appointment(
     for name in ("serviceType", "serviceCategory", "specialty", "class"):
         visit |= ctx.concepts(res, name)
     slots["visit"] = visit
+    slots["priority"] = _priority(ctx)
     patient, performer, place = _appointment_actors(ctx)
     if patient is None and isinstance(res.get("subject"), dict):
         patient = res["subject"]
@@ -588,6 +616,7 @@ def _encounter(
     slots.setdefault("discharge", set()).update(
         ctx.concept(stay.get("dischargeDisposition"), "hospitalization.dischargeDisposition"))
     slots["subject-status"] = ctx.concept(res.get("subjectStatus"), "subjectStatus")
+    slots["priority"] = _priority(ctx)
     period = ctx.obj(res, "period", "") or ctx.obj(res, "actualPeriod", "")
     occurred = ctx.when((period, "end", "period."), (period, "start", "period."),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
@@ -615,14 +644,27 @@ def _procedure(
 
 
 def _service_request(
-    ctx: _ResourceReader, _slots: dict[str, set[str]], _services: tuple[str, ...]
+    ctx: _ResourceReader, slots: dict[str, set[str]], _services: tuple[str, ...]
 ) -> tuple[Any, ...]:
     res = ctx.res
+    slots["priority"] = _priority(ctx)
     occurred = ctx.when((res, "occurrenceDateTime", ""), (res, "authoredOn", ""),
                         (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
     requester = res.get("requester") if isinstance(res.get("requester"), dict) else None
     return occurred, ctx.obj(res, "subject", ""), None, _first_code(ctx.concept(
         res.get("code"), "code")), requester
+
+
+def _priority(ctx: _ResourceReader) -> set[str]:
+    """How urgent the contact is (rules.md s.8, clinical risk): R5 Appointment and Encounter
+    priority (a CodeableConcept, v3 ActPriority), or a ServiceRequest's request-priority code.
+    R4's Appointment.priority is a bare number with no agreed meaning, so it is not read."""
+    value = ctx.res.get("priority")
+    if isinstance(value, str) and value:
+        return {f"http://hl7.org/fhir/request-priority|{value}"}
+    if isinstance(value, dict):
+        return ctx.concept(value, "priority")
+    return set()
 
 
 def _service(ctx: _ResourceReader, order: tuple[str, ...]) -> str | None:

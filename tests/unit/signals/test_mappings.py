@@ -18,7 +18,8 @@ def test_the_shipped_mappings_load(mappings: Mappings) -> None:
     assert "fhir/Appointment.toml" in mappings.files
     assert "local/example-trust.toml" in mappings.files
     assert re.fullmatch(r"[0-9a-f]{12}", mappings.digest)
-    assert [s.name for s in mappings.statuses] == ["cpp", "lac", "cin", "vulnerable"]
+    assert [s.name for s in mappings.statuses] == ["cpp", "lac", "cin", "vulnerable", "unborn-cpp",
+                                                   "reliant-on-adult", "own-choice"]  # rules.md s.8
     ids = {r.id for r in mappings.rules_for("Appointment")}
     assert {"appointment-noshow", "appointment-cancelled-by-family"} <= ids
 
