@@ -52,7 +52,12 @@ from fhir_engagement.replay import ReplayResult, replay, write_bundle
 from fhir_engagement.reports import open_report_store
 from fhir_engagement.reports.audit import Auditor, requester
 from fhir_engagement.reports.charts import mix_chart, rate_chart
-from fhir_engagement.reports.chronology import chronology_bundle, chronology_text, open_chronology
+from fhir_engagement.reports.chronology import (
+    chronology_bundle,
+    chronology_text,
+    open_chronology,
+    open_household,
+)
 from fhir_engagement.reports.letters import letter_html, letter_pdf, open_letter
 from fhir_engagement.reports.mix import mix_csv, mix_report, mix_text
 from fhir_engagement.reports.period import Period
@@ -479,6 +484,8 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     cp.add_argument("--patient", required=True, metavar="NHS_NUMBER",
                     help="the child's NHS number (required: chronologies are never aggregate)")
     cp.add_argument("--bundle", type=Path, help="also write a FHIR Bundle (collection)")
+    cp.add_argument("--household", action="store_true",
+                    help="also each brother or sister (sharing a parent or carer), each read audited")
     cp.add_argument("--store", help="the SQLite store to read")
 
 
@@ -511,12 +518,21 @@ def _report(args: argparse.Namespace, engine: Engine, settings: Settings, out: T
 def _chronology(args: argparse.Namespace, engine: Engine, settings: Settings, store: Store,
                 tz: ZoneInfo, out: TextIO) -> None:
     detail = "text and bundle" if args.bundle else "text"
-    chron = open_chronology(store, args.patient, engine.systems, _auditor(settings, store), detail)
-    _send_audit_event(settings, chron.audit_event)
-    if args.bundle:
-        bundle = chronology_bundle(chron, engine.systems)
+    auditor = _auditor(settings, store)
+    chrons = (open_household(store, args.patient, engine.systems, auditor, detail)
+              if args.household else
+              [open_chronology(store, args.patient, engine.systems, auditor, detail)])
+    for chron in chrons:
+        _send_audit_event(settings, chron.audit_event)
+    if args.bundle:  # the named child's; a household's others are shown, not exported
+        bundle = chronology_bundle(chrons[0], engine.systems)
         _write(args.bundle, orjson.dumps(bundle, option=orjson.OPT_INDENT_2).decode())
-    print(chronology_text(chron, engine.systems, tz), end="", file=out)
+    print(chronology_text(chrons[0], engine.systems, tz), end="", file=out)
+    for chron in chrons[1:]:
+        print(f"\n--- A brother or sister (shares a parent or carer; rules.md s.8) ---\n"
+              f"{chronology_text(chron, engine.systems, tz)}", end="", file=out)
+    if args.household and len(chrons) == 1:
+        print("\nNo brother or sister is known to share a parent or carer.", file=out)
 
 
 def _letter(args: argparse.Namespace, engine: Engine, settings: Settings, out: TextIO) -> int:

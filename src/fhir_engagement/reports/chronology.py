@@ -21,13 +21,15 @@ import orjson
 from fhir_engagement.decisions.codesystems import ACTION, CONCERN, SIGNAL, CodeSystems
 from fhir_engagement.decisions.ids import NHS_NUMBER_SYSTEM, full_url
 from fhir_engagement.errors import ReportError
+from fhir_engagement.identity import nhs_of
 from fhir_engagement.ingest.references import nhs_number_is_valid
 from fhir_engagement.model import situations_of
 from fhir_engagement.reports.audit import Auditor, Read
 from fhir_engagement.reports.labels import PATTERNS, display
 from fhir_engagement.store.base import Access, ChildRecord, ChildSignal, Store
 
-__all__ = ["Chronology", "Entry", "chronology_bundle", "chronology_text", "open_chronology"]
+__all__ = ["Chronology", "Entry", "chronology_bundle", "chronology_text", "household_of",
+           "open_chronology", "open_household"]
 
 Resource = dict[str, Any]
 _ORDER = {"event": 0, "flag": 1, "task": 2}  # at one time: the event, then what it caused
@@ -75,6 +77,40 @@ def open_chronology(
         raise ReportError("no child with this NHS number is known to the store")
     read = auditor.chronology(store, child.key, number, detail)
     return _build(store, child, number, systems, read)
+
+
+def open_household(
+    store: Store, nhs_number: str, systems: CodeSystems, auditor: Auditor, detail: str = ""
+) -> list[Chronology]:
+    """The child's chronology, then each brother's or sister's (rules.md s.8: children who share
+    a parent or carer): every child shown is a read of its own in the audit table."""
+    index = open_chronology(store, nhs_number, systems, auditor, f"{detail}, household")
+    child = store.child_of(f"nhs:{index.nhs_number}")
+    found = [index]
+    for sibling in household_of(store, child.key if child else ""):
+        number = nhs_of(store, sibling.key) or ""
+        read = auditor.chronology(store, sibling.key, number, f"{detail}, household of another child")
+        found.append(_build(store, sibling, number, systems, read))
+    return found
+
+
+def household_of(store: Store, child: str) -> list[ChildRecord]:
+    """The other children who share a parent or carer with ``child``, as the pipeline keeps the
+    links (``Pipeline._household_link``: person -> children and child -> persons, in meta)."""
+    names = sorted(store.aliases_of(child) | {child})
+    persons = {p for n in names for p in _meta_list(store, f"household:child:{n}")}
+    aliases = sorted({a for p in persons for a in _meta_list(store, f"household:person:{p}")})
+    found: dict[str, ChildRecord] = {}
+    for alias in aliases:
+        record = store.child_of(alias)
+        if record is not None and record.key != child:
+            found.setdefault(record.key, record)
+    return [found[k] for k in sorted(found)]
+
+
+def _meta_list(store: Store, key: str) -> list[str]:
+    raw = store.meta(key)
+    return [str(v) for v in orjson.loads(raw)] if raw else []
 
 
 def _nhs_number(text: str) -> str:
@@ -172,8 +208,10 @@ def _priority(flag: Resource) -> str:
 
 def chronology_text(chron: Chronology, systems: CodeSystems, tz: ZoneInfo) -> str:
     """The printed chronology: a header with today's Flags, then one line per entry."""
-    spaced = f"{chron.nhs_number[:3]} {chron.nhs_number[3:6]} {chron.nhs_number[6:]}"
-    lines = [f"Engagement chronology for NHS number {spaced} (born {chron.birth_date or 'unknown'})",
+    number = chron.nhs_number
+    spaced = (f"NHS number {number[:3]} {number[3:6]} {number[6:]}" if number
+              else "a child with no NHS number known here")
+    lines = [f"Engagement chronology for {spaced} (born {chron.birth_date or 'unknown'})",
              f"This access is recorded in the audit log: {chron.access.who}, "
              f"{chron.access.at.astimezone(tz):%Y-%m-%d %H:%M}."]
     for flag in chron.flags:
