@@ -26,11 +26,13 @@ import pytest
 from aiohttp import web
 
 from fhir_engagement.config import Settings, StatusSourceConfig
+from fhir_engagement.ingest.mllp import END, START
 from fhir_engagement.ingest.references import nhs_number_is_valid
-from fhir_engagement.live.app import PIPELINE, build_app
+from fhir_engagement.live.app import MLLP_SERVER, PIPELINE, build_app
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.store import SqliteStore
 from tests.conftest import MAPPINGS, free_port, serve_app
+from tests.hl7v2.messages import nhs_number, siu
 from tests.integration.conftest import SEKMET, FhirServer
 
 SECRET = "s3cret-for-cpis-tests"
@@ -149,3 +151,41 @@ async def test_cpis_down_the_decision_goes_ahead_and_says_so(
     assert _codes(tasks) == {"review-impact"}  # no known status: the slowest ladder
     notes = " ".join(n["text"] for t in tasks for n in t["note"])
     assert "cp-is was not reachable when this was decided" in notes
+
+
+async def test_an_hl7v2_no_show_asks_cpis_by_the_pid3_nhs_number(
+    cpis_server: FhirServer, engine: Engine, http: aiohttp.ClientSession, tmp_path: Path,
+) -> None:
+    """The MLLP path asks too: the SIU^S26's PID-3 NHS number, before the message is decided.
+    A 10-year-old (PID-7 2015-06-01) not brought on 2026-03-02, a plan known only to CP-IS: the
+    CPP column again (inform-social-worker; rules.md s.5), with no FHIR server at all."""
+    nhs = nhs_number(3300)
+    plan = {"resourceType": "CareTeam", "id": "cpis-plan-v2", "status": "active",
+            "category": [{"coding": [{"system": SNOMED, "code": "764841000000100"}]}],
+            "subject": {"identifier": {"system": NHS, "value": nhs}},
+            "managingOrganization": [{"display": "Another Borough Council"}]}
+    await _put(http, f"{cpis_server.base_url}/CareTeam/cpis-plan-v2", plan)
+    source = StatusSourceConfig(name="cp-is", base=cpis_server.base_url, timeout=1.0)
+    settings = Settings(mappings_dir=MAPPINGS, store=str(tmp_path / "v2.sqlite3"), mllp_port=0,
+                        status_sources=(source,))
+    store = SqliteStore(settings.store)
+    app = build_app(settings, engine, store)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app[MLLP_SERVER].port)
+        writer.write(START + siu("S26", "cpis1", "CP1", "20260302100000", nhs) + END)
+        await writer.drain()
+        ack = await asyncio.wait_for(reader.readuntil(END), 5)
+        assert b"MSA|AA|cpis1" in ack
+        writer.close()
+        stats = app[PIPELINE].stats
+        for _ in range(100):  # bounded: 10 s
+            if stats["task inform-social-worker"]:
+                break
+            await asyncio.sleep(0.1)
+        assert stats["status from cp-is"] == 1
+        assert stats["task inform-social-worker"] == 1
+    finally:
+        await runner.cleanup()
+        store.close()

@@ -24,6 +24,13 @@ from tests.conftest import REALDATA
 NOT_FHIR = {"fhir-r4-core-examples/package.json", "synthea-bulk-10-patients/log.ndjson"}
 BAD_V2 = {f"hl7v2/python-hl7-tests/{name}.hl7 message 1"
           for name in ("sample_bad_batch", "sample_bad_file", "sample_bad_file3")}
+# UK Core's OutcomeOfAttendance example: an Encounter with outcome 1 "discharged from consultant's
+# care", which raises `discharged` (rules.md s.8, never quietly discharge), but with no time at
+# all (no period, no meta.lastUpdated) and no subject: a signal that cannot be placed in a child's
+# history is rejected with its reason, like any other.
+UNPLACEABLE = {"uk-core/examples-json/Extension-UKCore-OutcomeOfAttendance-Example.json"}
+NO_TIME = ("Encounter/Extension-UKCore-OutcomeOfAttendance-Example raises discharged but carries "
+           "no time (start, period, performed, meta.lastUpdated)")
 
 
 def _documents() -> Iterator[Any]:
@@ -74,10 +81,10 @@ def test_realdata_replays_and_rejects_only_what_is_not_fhir(result: Any) -> None
     replayed, dead = result
     rejected = {e.where.split(str(REALDATA) + "/")[1].split(":")[0].split(" (")[0]
                 for e in replayed.rejected}
-    assert rejected == NOT_FHIR | BAD_V2
+    assert rejected == NOT_FHIR | BAD_V2 | UNPLACEABLE
     reasons = {e.reason for e in replayed.rejected}
     assert reasons == {"no resourceType: not a FHIR resource",
-                       "a message must start with an MSH segment"}
+                       "a message must start with an MSH segment", NO_TIME}
     assert len(dead) == len(replayed.rejected)  # nothing lost: each one is in the dead-letter store
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_engagement.ingest.fhirtime import parse_datetime
+from fhir_engagement.ingest.references import NHS_NUMBER_SYSTEM
 from fhir_engagement.model import StatusFact, scoped
 
-__all__ = ["read_careteam"]
+__all__ = ["read_careteam", "subject_nhs_number"]
 
 _ACTIVE = frozenset({"active"})  # proposed, suspended, inactive, entered-in-error: no plan now
 _MAX_TEXT = 120  # a contact is a name and a number or two, never a document
@@ -36,6 +37,16 @@ def read_careteam(res: Any, patient: str, source: str) -> tuple[StatusFact | Non
     fact = StatusFact(scoped(f"CareTeam/{rid}", source), patient, codes,
                       _time(period.get("start")), _time(period.get("end")), active)
     return fact, _contact(res) if active else ""
+
+
+def subject_nhs_number(res: Any) -> str | None:
+    """The NHS number a CareTeam's subject names by identifier, if it names one that way."""
+    subject = res.get("subject") if isinstance(res, dict) else None
+    ident = subject.get("identifier") if isinstance(subject, dict) else None
+    if isinstance(ident, dict) and ident.get("system") == NHS_NUMBER_SYSTEM:
+        value = ident.get("value")
+        return value if isinstance(value, str) else None
+    return None
 
 
 def _codes(categories: Any) -> list[str]:

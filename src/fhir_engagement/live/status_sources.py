@@ -25,7 +25,7 @@ from fhir_engagement.errors import DeliveryError
 from fhir_engagement.fhirserver.auth import status_source_token
 from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.identity import nhs_of
-from fhir_engagement.ingest.careteam import read_careteam
+from fhir_engagement.ingest.careteam import read_careteam, subject_nhs_number
 from fhir_engagement.ingest.fhir import Record
 from fhir_engagement.model import Event, PatientFacts
 from fhir_engagement.pipeline import Pipeline, status_source_key
@@ -52,22 +52,23 @@ class StatusSources:
 
     async def ask(self, records: list[Record]) -> None:
         """Ask about every child these records name whose NHS number is known."""
-        for alias, nhs in self._children(records).items():
+        for nhs, alias in self._children(records).items():
             for source, client in self._clients:
                 await self._ask_one(source, client, alias, nhs)
 
     def _children(self, records: list[Record]) -> dict[str, str]:
-        """alias -> NHS number: from Patient records in hand, else from what the store knows."""
+        """NHS number -> an alias of the child: from Patient records in hand, else from what the
+        store knows; one question per child, however many names the records give them."""
         found: dict[str, str] = {}
         store = self.pipeline.store
         for record in records:
             if isinstance(record, PatientFacts) and record.nhs_number and record.aliases:
-                found.setdefault(record.aliases[0], record.nhs_number)
+                found.setdefault(record.nhs_number, record.aliases[0])
             elif isinstance(record, Event) and record.patient:
                 child = store.child_of(record.patient)
                 nhs = nhs_of(store, child.key) if child else None
                 if nhs:
-                    found.setdefault(record.patient, nhs)
+                    found.setdefault(nhs, record.patient)
         return found
 
     async def _ask_one(self, source: StatusSourceConfig, client: FhirClient,
@@ -90,12 +91,16 @@ class StatusSources:
                                  "contacts": last["contacts"] if last else []}
         else:
             kept[source.name] = {"at": now, "reachable": True,
-                                 "contacts": self._keep(teams, alias, source.name)}
+                                 "contacts": self._keep(teams, alias, nhs, source.name)}
         self.pipeline.store.set_meta(key, json.dumps(kept, sort_keys=True))
 
-    def _keep(self, teams: list[dict[str, object]], alias: str, name: str) -> list[str]:
+    def _keep(self, teams: list[dict[str, object]], alias: str, nhs: str, name: str) -> list[str]:
         contacts: list[str] = []
         for team in teams:
+            named = subject_nhs_number(team)
+            if named is not None and named != nhs:  # another child's plan: never theirs
+                self.pipeline.stats[f"{name} answers about another child"] += 1
+                continue
             fact, contact = read_careteam(team, alias, name)
             if fact is not None:
                 self.pipeline.accept_context(fact)
