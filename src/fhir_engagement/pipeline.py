@@ -516,18 +516,25 @@ class Pipeline:
     ) -> list[str]:
         """The letter drafts that go with a send-wnb-letter Task (rules.md s.8, "The letter").
 
-        A young person never reaches here today (classify-attendance instead); should a rule
-        ever ask for one, no draft is written rather than a letter to the parents of a young
-        person who may have chosen not to attend (decisions/letter.py refuses it too)."""
-        if self.engine.letters is None or band == "young-person":
+        A young person gets one only when a clinician answered classify-attendance "was not
+        brought" (reliant on an adult); otherwise no draft is written rather than a letter to
+        the parents of a young person who may have chosen not to attend (decisions/letter.py
+        refuses it too)."""
+        reliant = band == "young-person" and self._reliant_on_adult(event, child, band)
+        if self.engine.letters is None or (band == "young-person" and not reliant):
             return []
         drafts = letter_drafts(tid, full_url(tid), decision, event, subject,
                                self._letter_facts(child), self.engine.letters, self._tz,
-                               decided, band, signal=signal)
+                               decided, band, reliant_on_adult=reliant, signal=signal)
         for (lid, draft), copy in zip(drafts, COPIES, strict=True):
             self._put(lid, "CommunicationRequest", child, draft)
             self.stats[f"letter {copy}"] += 1
         return [lid for lid, _ in drafts]
+
+    def _reliant_on_adult(self, event: Event, child: str, band: str) -> bool:
+        status = child_status(self.store.status_facts(child), event.occurred,  # type: ignore[arg-type]
+                              self.engine.mappings.statuses, band)
+        return self.engine.rules.decided.reliant_status in status.statuses
 
     def _source_notes(self, decision: Decision, child: str) -> Decision:
         """What the status services (CP-IS) said, for the Tasks: that one could not be asked, so
