@@ -87,8 +87,9 @@ def _tasks_for(result: ReplayResult, nhs: str) -> list[dict[str, Any]]:
 
 
 def _on(task: dict[str, Any], focus_id: str) -> bool:
-    """The Task is about Appointment/{focus_id} (described, as no server base is known)."""
-    display = str(task["focus"].get("display", ""))
+    """The Task is about Appointment/{focus_id}: a home reference, or described ("... at gp-hill")
+    when a configured source's ids mean nothing on the target server."""
+    display = str(task["focus"].get("reference") or task["focus"].get("display", ""))
     return f"{display} ".startswith(f"Appointment/{focus_id} ")
 
 
