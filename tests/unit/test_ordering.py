@@ -89,3 +89,44 @@ def test_an_event_too_deep_to_spill_is_kept_whole() -> None:
         order.add(event, None)
         [(got, _)] = list(order)
     assert got.raw is deep
+
+
+def test_every_field_comes_back_as_it_went_in_whatever_the_zone() -> None:
+    # Events are marshalled with their time as ISO text when that keeps the zone (UTC, a fixed
+    # offset, no zone), and pickled otherwise (a named offset, an IANA zone): either way the
+    # pipeline must see the same values, of the same types, in the same zone.
+    from datetime import timezone
+    from zoneinfo import ZoneInfo
+
+    zones = [UTC, timezone(timedelta(hours=1)), timezone(timedelta(hours=-5), "EST"),
+             ZoneInfo("Europe/London"), None]
+    events = []
+    for n, zone in enumerate(zones):
+        at = datetime(2026, 3, 29, 0, 30, 15, 123456, tzinfo=zone)
+        events.append(Event(
+            f"Appointment/{n}", "Appointment", at, "Patient/1",
+            {"reference": "Patient/1", "identifier": {"value": "9434765919"}},
+            {"status": frozenset({"s|noshow"}), "class": frozenset()}, f"file {n}",
+            source="src", provider="RJ1", service="svc", performer={"reference": "P/1"},
+            version="2", raw={"id": str(n), "x": [1, 2.5, None, True]},
+            focus={"identifier": {"value": "V1"}}, identifiers=("a", "b")))
+    events.append(_event("Appointment/none", None, raw={"id": "none"}))
+    with EventOrder() as order:
+        for event in events:
+            order.add(event, b"raw")
+        got = {e.key: e for e, raw in order}
+    for event in events:
+        back = got[event.key]
+        assert back == event
+        assert back.raw == event.raw
+        assert type(back.subject) is type(event.subject)
+        assert back.identifiers == event.identifiers
+        assert isinstance(back.slots.get("status", frozenset()), frozenset)
+        if event.occurred is None:
+            assert back.occurred is None
+            continue
+        assert back.occurred is not None
+        assert back.occurred.replace(tzinfo=None) == event.occurred.replace(tzinfo=None)
+        assert back.occurred.tzinfo == event.occurred.tzinfo
+        assert back.occurred.tzname() == event.occurred.tzname()
+        assert back.occurred.utcoffset() == event.occurred.utcoffset()

@@ -5,7 +5,9 @@ every alias, child, status fact, event key and output id: 1.7 s and 600 MB at 1M
 go to SQLite's own indexes; what this process wrote since the last flush is looked up in the
 write buffer first, and the buffer is flushed into the open transaction every few thousand rows,
 so memory stays flat however long a replay is. Recently used children's histories are cached in
-event-time order (a bounded LRU). Nothing is durable before ``commit``.
+event-time order (a bounded LRU), and so are the answers of the two lookups every event makes
+(``child_of``, ``event_alias``; bounded, forgotten by any write that could change them). Nothing
+is durable before ``commit``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from fhir_engagement.errors import StoreError, StoreLockedError
 from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
@@ -41,6 +43,7 @@ __all__ = ["SqliteStore", "from_text", "to_text"]
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _FLUSH_ROWS = 4096  # buffered rows before they go into the open transaction (memory stays flat)
 _HISTORIES = 16384  # children's histories (and Flags) cached, least recently used dropped first
+_LOOKUPS = 65536  # child_of and event_alias answers cached (~100 B each), oldest dropped first
 _SIGNAL_COLUMNS = ("event_key, signal, child, occurred, service, provider, band, situation, asked, "
                    "retracted, version, origin")
 
@@ -153,6 +156,12 @@ class SqliteStore:
         self._pending_births: dict[str, str | None] = {}
         self._pending_outputs: dict[str, tuple[OutputRow, int]] = {}
         self._flags: OrderedDict[str, OutputRow] = OrderedDict()  # recent Flags, parsed per event
+        # Answers of the two lookups every event makes (two queries each, ~10 us): child_of is
+        # forgotten whenever a child's names or birth date change (add_patient, merge_children),
+        # event_alias's answers change only by add_event_aliases (the store's lock keeps other
+        # writers out), and a rollback forgets both.
+        self._child_answers: dict[str, ChildRecord | None] = {}
+        self._event_answers: dict[str, str | None] = {}
         self._seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM outputs")
         self._delivery_seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM deliveries")
         # Most stores hold no status records: then no event asks for them (one query at open).
@@ -257,6 +266,7 @@ class SqliteStore:
     # -- children and their status ----------------------------------------------------------
     def add_patient(self, facts: PatientFacts, child: str) -> None:
         """File every alias of ``facts`` under ``child`` (identity.py chose it, merging first)."""
+        self._child_answers.clear()
         for alias in (*facts.aliases, child):
             if self._child_key(alias) is None:
                 self._pending_aliases[alias] = child
@@ -291,6 +301,7 @@ class SqliteStore:
         """One child known twice (a record joined two histories): ``old``'s names, birth date,
         history and outputs become ``into``'s. Rare, so it writes through at once."""
         self._flush()
+        self._child_answers.clear()
         birth = self._birth(old)
         self._exec("UPDATE aliases SET child = ? WHERE child = ?", (into, old))
         self._exec("INSERT OR REPLACE INTO aliases (alias, child) VALUES (?, ?)", (old, into))
@@ -303,8 +314,13 @@ class SqliteStore:
         self._history.pop(into, None)
 
     def child_of(self, alias: str) -> ChildRecord | None:
+        answers = self._child_answers
+        if alias in answers:
+            return answers[alias]
         child = self._child_key(alias)
-        return None if child is None else ChildRecord(child, self._birth(child))
+        found = None if child is None else ChildRecord(child, self._birth(child))
+        _remember(answers, alias, found)
+        return found
 
     def add_status(self, fact: StatusFact) -> None:
         self._any_status = True
@@ -329,15 +345,20 @@ class SqliteStore:
     def event_alias(self, alias: str) -> str | None:
         key = self._pending_event_aliases.get(alias)
         if key is None:
+            answers = self._event_answers
+            if alias in answers:
+                return answers[alias]
             row = self._exec("SELECT event_key FROM event_aliases WHERE alias = ?",
                              (alias,)).fetchone()
             key = row[0] if row else None
+            _remember(answers, alias, key)
         return key
 
     def add_event_aliases(self, aliases: Sequence[str], event_key: str) -> None:
         for alias in aliases:
             if self.event_alias(alias) is None:
                 self._pending_event_aliases[alias] = event_key
+                self._event_answers[alias] = event_key  # first wins, as INSERT OR IGNORE does
 
     def _exec_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         try:
@@ -768,3 +789,10 @@ def _period(
 
 def _hour(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+
+
+def _remember(answers: dict[str, Any], key: str, value: object) -> None:
+    """Keep one lookup's answer, the oldest dropped first past _LOOKUPS (memory stays flat)."""
+    if len(answers) >= _LOOKUPS:
+        del answers[next(iter(answers))]
+    answers[key] = value
