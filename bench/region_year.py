@@ -69,19 +69,11 @@ REGION = (
 class Year(Generator):
     """replay_bench's generator over one year, its resources re-badged per provider."""
 
+    span_days = 365
+
     def __init__(self, seed: int) -> None:
         super().__init__(seed, END)
         self.start = END - timedelta(days=365)
-
-    def _when(self, clinic: bool, recent: bool = False) -> datetime:
-        rng = self.rng
-        day = self.end - timedelta(days=rng.randrange(0, 90 if recent else 365) + 1)
-        if not clinic:
-            return day.replace(hour=rng.randrange(24), minute=rng.randrange(60), second=0)
-        while day.weekday() >= 5:
-            day -= timedelta(days=1)
-        return day.replace(hour=rng.randrange(8, 17), minute=rng.choice((0, 15, 30, 45)),
-                           second=0)
 
     def fhir(self, child: Child, number: int, provider: Provider) -> dict[str, Any]:
         rng = self.rng

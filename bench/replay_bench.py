@@ -147,6 +147,8 @@ class Export:
 class Generator:
     """The synthetic export: repeatable for a given seed and N."""
 
+    span_days = 730  # events fall in the span_days before ``end`` (the recent ones in its last 90)
+
     def __init__(self, seed: int, end: datetime) -> None:
         self.rng = random.Random(seed)
         self.end = end
@@ -206,7 +208,7 @@ class Generator:
 
     def _when(self, clinic: bool, recent: bool = False) -> datetime:
         rng = self.rng
-        span = 90 if recent else 730
+        span = 90 if recent else self.span_days
         day = self.end - timedelta(days=rng.randrange(0, span) + 1)
         if not clinic:
             return day.replace(hour=rng.randrange(24), minute=rng.randrange(60), second=0)

@@ -14,11 +14,19 @@ decisions count both (earlier outputs stand: nothing is lowered or withdrawn).
 
 from __future__ import annotations
 
+import orjson
+
 from fhir_engagement.errors import IdentityConflictError
 from fhir_engagement.model import PatientFacts
-from fhir_engagement.store.base import ChildHistory
+from fhir_engagement.store.base import ChildHistory, Store
 
-__all__ = ["identify", "nhs_of"]
+__all__ = ["HOUSEHOLD_CHILD", "HOUSEHOLD_PERSON", "household_aliases", "identify", "meta_list",
+           "nhs_of"]
+
+# Household links (rules.md s.8), kept both ways in the store's key-value table by the pipeline
+# (docs/decisions.md: no table of their own yet): child alias -> persons, person -> child aliases.
+HOUSEHOLD_CHILD = "household:child:"
+HOUSEHOLD_PERSON = "household:person:"
 
 
 def nhs_of(history: ChildHistory, child: str) -> str | None:
@@ -26,6 +34,19 @@ def nhs_of(history: ChildHistory, child: str) -> str | None:
     if child.startswith("nhs:"):
         return child[4:]
     return next((a[4:] for a in sorted(history.aliases_of(child)) if a.startswith("nhs:")), None)
+
+
+def household_aliases(store: Store, child: str) -> list[str]:
+    """Every alias linked to ``child`` through a shared parent or carer (theirs included)."""
+    names = sorted(store.aliases_of(child) | {child})
+    persons = {p for n in names for p in meta_list(store, HOUSEHOLD_CHILD + n)}
+    return sorted({a for p in persons for a in meta_list(store, HOUSEHOLD_PERSON + p)})
+
+
+def meta_list(store: Store, key: str) -> list[str]:
+    """A list kept as JSON under ``key`` in the store's key-value table ([] when absent)."""
+    raw = store.meta(key)
+    return [str(v) for v in orjson.loads(raw)] if raw else []
 
 
 def identify(history: ChildHistory, facts: PatientFacts) -> str:

@@ -53,7 +53,14 @@ from fhir_engagement.guidance.decide import (
 )
 from fhir_engagement.guidance.rules import Rules, load_rules
 from fhir_engagement.guidance.status import age_band, age_in_years, child_status
-from fhir_engagement.identity import identify, nhs_of
+from fhir_engagement.identity import (
+    HOUSEHOLD_CHILD,
+    HOUSEHOLD_PERSON,
+    household_aliases,
+    identify,
+    meta_list,
+    nhs_of,
+)
 from fhir_engagement.ingest.fhir import Reader, Record
 from fhir_engagement.ingest.fhirtime import latest_date
 from fhir_engagement.ingest.hl7v2 import LOCAL_SYSTEM
@@ -403,25 +410,19 @@ class Pipeline:
         """Keep a parent-or-carer link both ways in the store's key-value table: person ->
         children, child -> persons (docs/decisions.md: no table of its own)."""
         persons = _household_persons(fact)
-        self._meta_add(f"household:child:{fact.patient}", persons)
+        self._meta_add(HOUSEHOLD_CHILD + fact.patient, persons)
         for person in persons:
-            self._meta_add(f"household:person:{person}", [fact.patient])
+            self._meta_add(HOUSEHOLD_PERSON + person, [fact.patient])
 
     def _meta_add(self, key: str, values: list[str]) -> None:
-        have = self._meta_list(key)
+        have = meta_list(self.store, key)
         if not set(values) <= set(have):
             self.store.set_meta(key, orjson.dumps(sorted(set(have) | set(values))).decode())
 
-    def _meta_list(self, key: str) -> list[str]:
-        raw = self.store.meta(key)
-        return list(orjson.loads(raw)) if raw else []
-
     def siblings(self, child: str, at: datetime) -> list[tuple[str, str]]:
         """Every other child known to share a parent or carer: (child key, an alias of theirs)."""
-        names = sorted(self.store.aliases_of(child) | {child})
-        persons = {p for n in names for p in self._meta_list(f"household:child:{n}")}
         found: dict[str, str] = {}
-        for alias in sorted({a for p in persons for a in self._meta_list(f"household:person:{p}")}):
+        for alias in household_aliases(self.store, child):
             record = self.store.child_of(alias)
             if record is None:  # known only from a link: a child of their own until one joins
                 self._identify(PatientFacts((alias,), None, None))

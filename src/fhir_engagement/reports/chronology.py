@@ -21,7 +21,7 @@ import orjson
 from fhir_engagement.decisions.codesystems import ACTION, CONCERN, SIGNAL, CodeSystems
 from fhir_engagement.decisions.ids import NHS_NUMBER_SYSTEM, full_url
 from fhir_engagement.errors import ReportError
-from fhir_engagement.identity import nhs_of
+from fhir_engagement.identity import household_aliases, nhs_of
 from fhir_engagement.ingest.references import nhs_number_is_valid
 from fhir_engagement.model import situations_of
 from fhir_engagement.reports.audit import Auditor, Read
@@ -95,22 +95,14 @@ def open_household(
 
 
 def household_of(store: Store, child: str) -> list[ChildRecord]:
-    """The other children who share a parent or carer with ``child``, as the pipeline keeps the
-    links (``Pipeline._household_link``: person -> children and child -> persons, in meta)."""
-    names = sorted(store.aliases_of(child) | {child})
-    persons = {p for n in names for p in _meta_list(store, f"household:child:{n}")}
-    aliases = sorted({a for p in persons for a in _meta_list(store, f"household:person:{p}")})
+    """The other children who share a parent or carer with ``child`` (identity.household_aliases),
+    as far as the store knows them as children; a read never files a new one."""
     found: dict[str, ChildRecord] = {}
-    for alias in aliases:
+    for alias in household_aliases(store, child):
         record = store.child_of(alias)
         if record is not None and record.key != child:
             found.setdefault(record.key, record)
     return [found[k] for k in sorted(found)]
-
-
-def _meta_list(store: Store, key: str) -> list[str]:
-    raw = store.meta(key)
-    return [str(v) for v in orjson.loads(raw)] if raw else []
 
 
 def _nhs_number(text: str) -> str:
