@@ -1,4 +1,4 @@
-"""What the adapter may ask of durable state, one Protocol per role. SQLite today.
+"""What the adapter may ask of durable state, one Protocol per role: SQLite or PostgreSQL.
 
 A child's history, what was already asked for, and every output written are kept here, so patterns
 and idempotency hold across runs and restarts.
@@ -27,12 +27,14 @@ __all__ = [
     "OutputRow",
     "Outputs",
     "ReplayBundles",
+    "Replicas",
     "ReportQueries",
     "ServerPatient",
     "ServerPatients",
     "SignalRow",
     "SituationRow",
     "Store",
+    "StoreHealth",
     "Transactional",
 ]
 
@@ -234,11 +236,39 @@ class Audit(Protocol):
     def accesses(self) -> list[Access]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What /readyz and /metrics say of the store, per replica.
+
+    ``lag_seconds``: how far a configured read replica is behind (None: none configured)."""
+
+    backend: str
+    reachable: bool
+    reason: str = ""
+    lag_seconds: float | None = None
+
+
+class Replicas(Protocol):
+    """Several ``serve`` processes on one database: which of them decides, and the store's health.
+
+    Deciding (draining the inboxes) and delivering (the outbox) are done by one replica at a time,
+    the lease holder, so that each child's events are counted in arrival order exactly as one
+    process counts them (docs/replicas.md); every replica accepts input. On PostgreSQL the lease is
+    a session advisory lock: a replica that dies (kill -9) or loses its connection loses it, and
+    another takes it at its next try. On SQLite one process holds the file: it always holds the
+    lease.
+    """
+
+    def hold_lease(self) -> bool: ...
+    def release_lease(self) -> None: ...
+    def health(self) -> StoreHealth: ...
+
+
 class Store(
     Transactional, ChildHistory, Outputs, DeliveryQueue, ServerPatients, Inbox, DeadLetters,
-    ReplayBundles, ReportQueries, Audit, Protocol,
+    ReplayBundles, ReportQueries, Audit, Replicas, Protocol,
 ):
-    """Every role at once: what one database (SQLite today) provides to the whole adapter.
+    """Every role at once: what one database (SQLite or PostgreSQL) provides to the whole adapter.
 
     A second store can be built role by role: each Protocol above stands alone.
     """

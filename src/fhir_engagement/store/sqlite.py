@@ -36,6 +36,7 @@ from fhir_engagement.store.base import (
     ServerPatient,
     SignalRow,
     SituationRow,
+    StoreHealth,
 )
 
 __all__ = ["SqliteStore", "from_text", "to_text"]
@@ -166,6 +167,20 @@ class SqliteStore:
         self._delivery_seq = self._scalar("SELECT COALESCE(MAX(seq), 0) FROM deliveries")
         # Most stores hold no status records: then no event asks for them (one query at open).
         self._any_status = self._exec("SELECT 1 FROM status LIMIT 1").fetchone() is not None
+
+    # -- replicas: one process per file, so it always holds the lease -------------------------
+    def hold_lease(self) -> bool:
+        return True
+
+    def release_lease(self) -> None:
+        return None
+
+    def health(self) -> StoreHealth:
+        try:
+            self._db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            return StoreHealth("sqlite", False, f"cannot read the store ({type(exc).__name__})")
+        return StoreHealth("sqlite", True)
 
     def _buffered(self) -> int:
         return (len(self._pending_signals) + len(self._pending_outputs)
