@@ -64,6 +64,7 @@ from fhir_engagement.reports.period import Period
 from fhir_engagement.reports.rates import rate_csv, rate_report, rate_text
 from fhir_engagement.store import Store, open_store
 from fhir_engagement.store.auditkey import audit_key
+from fhir_engagement.store.location import redacted
 
 __all__ = ["main"]
 
@@ -240,7 +241,7 @@ def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: T
         report = _deliver(store, settings) if settings.fhir_base else None
     finally:
         store.close()
-    _summary(result, args.out, settings.store, err)
+    _summary(result, args.out, redacted(settings.store), err)
     if report is not None:
         print(f"FHIR server {settings.fhir_base}: {report.delivered:,} decisions written, "
               f"{report.dead:,} refused (dead-letter store), {report.pending:,} still waiting "
