@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -67,6 +68,8 @@ from fhir_engagement.store.auditkey import audit_key
 from fhir_engagement.store.location import redacted
 
 __all__ = ["main"]
+
+_LEASE_WAIT = 10.0  # seconds: longer than a replica takes to fail over (docs/replicas.md)
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_UNDELIVERED, EXIT_INTERNAL = 0, 1, 2, 3, 4
 _MAX_REJECTED_SHOWN = 50
@@ -234,6 +237,7 @@ def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: T
         return EXIT_USAGE
     store = open_store(settings.store)
     try:
+        _take_lease(store, settings.store)
         progress = None if args.quiet else (lambda line: print(line, file=err, flush=True))
         result = replay(args.paths, engine, store, progress, args.out, keep_bundle=False)
         if args.out is not None and not _write_bundle(result, args.out, store, err):
@@ -249,6 +253,22 @@ def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: T
         if report.pending:
             return EXIT_UNDELIVERED
     return EXIT_REJECTED if result.rejected else EXIT_OK
+
+
+def _take_lease(store: Store, location: str, wait: float = _LEASE_WAIT) -> None:
+    """Decide only as the one process that decides on this store (docs/replicas.md).
+
+    On SQLite the file's lock already made this process the one; on PostgreSQL a running serve
+    replica holds the lease while it runs: a replay beside it would count a child's events out of
+    order, so it waits a little (a replica failing over) and then refuses, as SQLite does.
+    """
+    deadline = time.monotonic() + wait
+    while not store.hold_lease():
+        if time.monotonic() >= deadline:
+            raise StoreLockedError(
+                f"another process (a serve replica or a replay) is deciding on {redacted(location)}: "
+                "one decides at a time; stop it first, or send the files to the running serve")
+        time.sleep(0.5)
 
 
 def _deliver(store: Store, settings: Settings) -> DeliveryReport:
