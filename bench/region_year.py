@@ -23,18 +23,25 @@ replay's share of it is events/s over floor events/s, as bench/replay_bench.py d
 
     .venv/bin/python bench/region_year.py --events 100000
     .venv/bin/python bench/region_year.py               # the year: 2 M events (~4 GB on disk)
+    .venv/bin/python bench/region_year.py --events 100000 --postgres   # into PostgreSQL
+
+``--postgres`` replays into a fresh schema of the ``test`` database at 127.0.0.1:5432 (dropped
+after) instead of a SQLite file: the issue 14 figure, PostgreSQL's events/s beside SQLite's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -173,10 +180,11 @@ def floor(folder: Path) -> tuple[float, int]:
     return time.perf_counter() - began, events
 
 
-def replay_cli(folder: Path, work: Path) -> tuple[float, float, str]:
+def replay_cli(folder: Path, work: Path, store: str | None = None) -> tuple[float, float, str]:
     """The command line, in a child process: wall seconds, its peak RSS (MB), its summary."""
     command = [sys.executable, "-m", "fhir_engagement", "replay", str(folder), "--out",
-               str(work / "bundle.json"), "--store", str(work / "state.sqlite3"), "--quiet"]
+               str(work / "bundle.json"), "--store", store or str(work / "state.sqlite3"),
+               "--quiet"]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - began
@@ -186,12 +194,29 @@ def replay_cli(folder: Path, work: Path) -> tuple[float, float, str]:
     return seconds, rss, done.stderr
 
 
+@contextlib.contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A schema of its own in the ``test`` database, for one replay, dropped after."""
+    import psycopg  # only for --postgres
+
+    base, schema = "postgresql://postgres@127.0.0.1:5432/test", f"region_year_{os.getpid()}"
+    with psycopg.connect(base, autocommit=True) as db:
+        db.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as db:
+            db.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2_000_000,
                         help="appointments and encounters in the year (default 2000000)")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--keep", type=Path, help="generate and replay here, and keep it")
+    parser.add_argument("--postgres", action="store_true",
+                        help="replay into a fresh PostgreSQL schema instead of a SQLite file")
     args = parser.parse_args(argv)
     if args.events < 1:
         parser.error("--events must be positive")
@@ -206,10 +231,12 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         floor_s, floor_events = floor(data)
         print("replaying from the command line ...", file=sys.stderr)
-        seconds, rss, summary = replay_cli(data, work)
+        with fresh_schema() if args.postgres else contextlib.nullcontext() as store:
+            seconds, rss, summary = replay_cli(data, work, store)
         rate, floor_rate = written.events / seconds, floor_events / floor_s
         noshows = sum(v for k, v in mix.items() if k.endswith(("noshow", "S26")))
         print(f"events           {written.events:,} ({noshows:,} not brought)")
+        print(f"store            {'PostgreSQL (fresh schema)' if args.postgres else 'SQLite file'}")
         print(f"replay wall      {seconds:,.1f} s  (goal < 240 s)")
         print(f"replay rate      {rate:,.0f} events/s")
         print(f"peak RSS         {rss:,.0f} MB  (goal < 1,024 MB)")
