@@ -9,7 +9,8 @@ earlier (so "after a letter was asked" holds across deployments).
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,13 @@ __all__ = ["FirstSight"]
 
 
 class FirstSight:
-    """Reads each new child's context and history once per process."""
+    """Reads each new child's context and history once per process.
+
+    The six reads a new child costs (Patient, Flags, Conditions, Appointments, Encounters, the
+    adapter's own letter Tasks) go out together, not one after another: sequential, they were
+    most of a first-seen child's time from push to Task (issue 15). They are applied in the
+    order that matters: context, then history, then what was asked.
+    """
 
     def __init__(self, pipeline: Pipeline, client: FhirClient) -> None:
         self.pipeline, self.client = pipeline, client
@@ -37,46 +44,55 @@ class FirstSight:
         for alias in _children(records):
             if alias in self._seen:
                 continue
-            if self.pipeline.store.child_of(alias) is None:
-                await self._context(alias)
+            pid = alias.split("/", 1)[1]
+            known = self.pipeline.store.child_of(alias) is not None
+            context, past, letters = await asyncio.gather(
+                self._context(pid) if not known else _nothing(), self._past_events(pid),
+                self._quietly(self.client.search(
+                    "Task", {"patient": pid, "code": f"{ACTION}|send-wnb-letter"})))
+            for record in self._records(context, f"context {alias}"):
+                if not isinstance(record, Event):
+                    self.pipeline.accept_context(record)
             self._seen.add(alias)
-            await self._past_events(alias, current)
-            await self._past_asks(alias)
+            for record in self._records(past, f"history {alias}"):
+                if isinstance(record, Event) and record.key not in current:
+                    self.pipeline.remember(record)
+            self._past_asks(alias, letters)
 
-    async def _context(self, alias: str) -> None:
-        pid = alias.split("/", 1)[1]
-        documents: list[dict[str, Any]] = []
-        with contextlib.suppress(DeliveryError):
-            documents.append(await self.client.read("Patient", pid))
-            documents += await self.client.search("Flag", {"patient": pid, "status": "active"})
-            documents += await self.client.search("Condition", {"patient": pid})
-        for record in self._records(documents, f"context {alias}"):
-            if not isinstance(record, Event):
-                self.pipeline.accept_context(record)
+    async def _context(self, pid: str) -> list[dict[str, Any]]:
+        patient, flags, conditions = await asyncio.gather(
+            self._quietly(self._one("Patient", pid)),
+            self._quietly(self.client.search("Flag", {"patient": pid, "status": "active"})),
+            self._quietly(self.client.search("Condition", {"patient": pid})))
+        return patient + flags + conditions
 
-    async def _past_events(self, alias: str, current: set[str]) -> None:
-        pid = alias.split("/", 1)[1]
+    async def _one(self, rtype: str, rid: str) -> list[dict[str, Any]]:
+        return [await self.client.read(rtype, rid)]
+
+    async def _past_events(self, pid: str) -> list[dict[str, Any]]:
         patterns = self.pipeline.engine.rules.patterns
         window = max(patterns.not_brought_window_days, patterns.over_engagement_window_days)
         since = (datetime.now(UTC) - timedelta(days=window)).strftime("%Y-%m-%d")
-        found: list[dict[str, Any]] = []
-        with contextlib.suppress(DeliveryError):
-            for rtype in ("Appointment", "Encounter"):
-                found += await self.client.search(
-                    rtype, {"patient": pid, "date": f"ge{since}", "_count": "200"})
-        for record in self._records(found, f"history {alias}"):
-            if isinstance(record, Event) and record.key not in current:
-                self.pipeline.remember(record)
+        query = {"patient": pid, "date": f"ge{since}", "_count": "200"}
+        appointments, encounters = await asyncio.gather(
+            self._quietly(self.client.search("Appointment", query)),
+            self._quietly(self.client.search("Encounter", query)))
+        return appointments + encounters
 
-    async def _past_asks(self, alias: str) -> None:
-        with contextlib.suppress(DeliveryError):
-            letters = await self.client.search(
-                "Task", {"patient": alias.split("/", 1)[1], "code": f"{ACTION}|send-wnb-letter"})
-            for task in letters:
-                at = parse_datetime(str(task.get("authoredOn", "")))
-                if at is not None and isinstance(task.get("id"), str):
-                    self.pipeline.remember_asked(alias, f"Task/{task['id']}", at,
-                                                 frozenset({"send-wnb-letter"}))
+    @staticmethod
+    async def _quietly(read: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """A read the server refuses gives nothing: a child's past is a help, not a condition."""
+        try:
+            return await read
+        except DeliveryError:
+            return []
+
+    def _past_asks(self, alias: str, letters: list[dict[str, Any]]) -> None:
+        for task in letters:
+            at = parse_datetime(str(task.get("authoredOn", "")))
+            if at is not None and isinstance(task.get("id"), str):
+                self.pipeline.remember_asked(alias, f"Task/{task['id']}", at,
+                                             frozenset({"send-wnb-letter"}))
 
     def _records(self, documents: list[dict[str, Any]], origin: str) -> list[Record]:
         """What the server sent, read like any input; what cannot be read is simply not used."""
@@ -89,3 +105,7 @@ class FirstSight:
 def _children(records: list[Record]) -> list[str]:
     aliases = {r.patient for r in records if isinstance(r, Event) and r.patient}
     return sorted(a for a in aliases if a.startswith("Patient/"))
+
+
+async def _nothing() -> list[dict[str, Any]]:
+    return []
