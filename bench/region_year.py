@@ -180,11 +180,13 @@ def floor(folder: Path) -> tuple[float, int]:
     return time.perf_counter() - began, events
 
 
-def replay_cli(folder: Path, work: Path, store: str | None = None) -> tuple[float, float, str]:
-    """The command line, in a child process: wall seconds, its peak RSS (MB), its summary."""
+def replay_cli(folder: Path, work: Path, store: str | None = None,
+               workers: int | None = None) -> tuple[float, float, str]:
+    """The command line, in a child process: wall seconds, the peak RSS (MB) of the largest of
+    its processes (a reading worker is a fork of it, sharing its start-up pages), its summary."""
     command = [sys.executable, "-m", "fhir_engagement", "replay", str(folder), "--out",
                str(work / "bundle.json"), "--store", store or str(work / "state.sqlite3"),
-               "--quiet"]
+               "--quiet", *(("--workers", str(workers)) if workers else ())]
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - began
@@ -215,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="appointments and encounters in the year (default 2000000)")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--keep", type=Path, help="generate and replay here, and keep it")
+    parser.add_argument("--workers", type=int, help="the replay's reading processes "
+                        "(default: the command line's)")
     parser.add_argument("--postgres", action="store_true",
                         help="replay into a fresh PostgreSQL schema instead of a SQLite file")
     args = parser.parse_args(argv)
@@ -232,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         floor_s, floor_events = floor(data)
         print("replaying from the command line ...", file=sys.stderr)
         with fresh_schema() if args.postgres else contextlib.nullcontext() as store:
-            seconds, rss, summary = replay_cli(data, work, store)
+            seconds, rss, summary = replay_cli(data, work, store, args.workers)
         rate, floor_rate = written.events / seconds, floor_events / floor_s
         noshows = sum(v for k, v in mix.items() if k.endswith(("noshow", "S26")))
         print(f"events           {written.events:,} ({noshows:,} not brought)")

@@ -49,7 +49,7 @@ from fhir_engagement.live.http import serve
 from fhir_engagement.live.outbox import DeliveryReport, deliver_pending
 from fhir_engagement.observability import setup_logging
 from fhir_engagement.pipeline import Engine, Pipeline, load_engine
-from fhir_engagement.replay import ReplayResult, replay, write_bundle
+from fhir_engagement.replay import ReplayResult, default_workers, replay, write_bundle
 from fhir_engagement.reports import open_report_store
 from fhir_engagement.reports.audit import Auditor, requester
 from fhir_engagement.reports.charts import mix_chart, rate_chart
@@ -175,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--store", help="SQLite file that keeps state across runs, or :memory:")
     rp.add_argument("--source", help="source system name, for local codes (mappings/local/)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
+    rp.add_argument("--workers", type=_workers, help="processes that read the input (default: "
+                    "replay_workers, else 2 on a machine of 2 or more cores; 1 reads in this one)")
     sub.add_parser("check", help="load and check mappings and rules, then print what was loaded")
     dl = sub.add_parser("deadletter", help="what the adapter could not use: list, show, retry")
     dl.add_argument("action", choices=("list", "show", "retry"))
@@ -215,6 +217,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workers(text: str) -> int:
+    """--workers: a whole number of processes, 1 or more."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"give a whole number of processes, 1 or more: {text!r}")
+    return number
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     base = Settings.load(args.config)
     changes: dict[str, object] = {}
@@ -239,7 +252,9 @@ def _replay(args: argparse.Namespace, engine: Engine, settings: Settings, err: T
     try:
         _take_lease(store, settings.store)
         progress = None if args.quiet else (lambda line: print(line, file=err, flush=True))
-        result = replay(args.paths, engine, store, progress, args.out, keep_bundle=False)
+        workers = args.workers or settings.replay_workers or default_workers()
+        result = replay(args.paths, engine, store, progress, args.out, keep_bundle=False,
+                        workers=workers)
         if args.out is not None and not _write_bundle(result, args.out, store, err):
             return EXIT_USAGE
         report = _deliver(store, settings) if settings.fhir_base else None

@@ -120,6 +120,8 @@ class Settings(BaseModel):
     mappings_dir: Path = default_mappings_dir()
     store: str = "fhir-engagement.sqlite3"
     source: str = ""
+    # replay: processes that read the input (None: 2 where there are 2 cores; 1: read in-process)
+    replay_workers: int | None = Field(default=None, ge=1)
     # the region's sources (rules.md s.7), each a namespace for the ids it gives
     sources: tuple[SourceConfig, ...] = ()
     # national status services asked about each child in live mode (CP-IS; live/status_sources.py)

@@ -88,6 +88,19 @@ class InputError(EngagementError):
         self.where, self.reason, self.raw = where, reason, raw
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled by replay's reading workers: the default would call __init__ with the message
+        # alone. Every subclass's attributes (code, ...) are in __dict__.
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[InputError], args: tuple[object, ...],
+             state: dict[str, object]) -> InputError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class RecordError(InputError):
     """One FHIR record (a resource, an NDJSON line, a Bundle entry) is unreadable."""

@@ -32,7 +32,7 @@ import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,7 +41,7 @@ import orjson
 
 from fhir_engagement.model import Event
 
-__all__ = ["EventOrder", "time_of"]
+__all__ = ["EventOrder", "Packed", "pack", "time_of"]
 
 Pending = tuple[Event, bytes | None]  # an event and its raw item when the event holds no JSON
 _DAWN = datetime(1, 1, 1, tzinfo=UTC)
@@ -55,6 +55,26 @@ _LENGTHS = struct.Struct("<II")  # a spilled record's keys, then its blob
 _IO_BUFFER = 256 * 1024  # per open run: ~80 runs are merged at once for 2 M events
 _FIELDS = tuple(f.name for f in fields(Event))  # in __init__'s order
 _RAW_AT = _FIELDS.index("raw")
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """An event as ``EventOrder`` spills it: its sort keys (key, version, own time) and its blob.
+
+    Made by ``pack`` where the event was read (a replay's reading worker), so the process that
+    sorts never builds the event, nor its resource, until it is processed."""
+
+    head: tuple[str, str, int]
+    blob: bytes
+
+
+def pack(event: Event, raw: bytes | None) -> Packed | None:
+    """The event as ``add_packed`` takes it; None for one that must stay in memory (see _pack)."""
+    kept: list[Pending] = []
+    blob = _pack(event, raw, kept)
+    if kept:
+        return None
+    return Packed((event.key, event.version, _micros(time_of(event))), blob)
 
 
 def time_of(event: Event) -> datetime:
@@ -97,9 +117,16 @@ class EventOrder:
     def add(self, event: Event, raw: bytes | None) -> None:
         """Keep one event (and the raw item its dead letter would hold) for the sort."""
         blob = _pack(event, raw, self._kept)
+        self._keep((event.key, event.version, _micros(time_of(event))), blob)
+
+    def add_packed(self, packed: Packed) -> None:
+        """Keep one event ``pack`` made (elsewhere): the same as ``add`` of that event."""
+        self._keep(packed.head, packed.blob)
+
+    def _keep(self, head: tuple[str, str, int], blob: bytes) -> None:
         self._seq += 1
         self.count += 1
-        self._buffer.append((event.key, event.version, _micros(time_of(event)), self._seq, blob))
+        self._buffer.append((*head, self._seq, blob))
         self._held += len(blob) + 200  # the tuple, key and datetime beside the blob
         if self._held >= self._run_bytes:
             self._spill()

@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import gc
 import logging
+import multiprocessing
 import os
+import pickle
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +38,22 @@ import orjson
 from fhir_engagement.decisions.bundle import entry, transaction
 from fhir_engagement.errors import InputError
 from fhir_engagement.ingest.files import Skipped, iter_items
-from fhir_engagement.ingest.records import Kind, Read
+from fhir_engagement.ingest.records import Kind, RawItem, Read
+from fhir_engagement.ingest.v2parse import V2Message
 from fhir_engagement.model import Event, PatientFacts, StatusFact
-from fhir_engagement.ordering import EventOrder
+from fhir_engagement.ordering import EventOrder, Packed, pack
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store.base import OutputRow, Store
 
-__all__ = ["ReplayResult", "replay", "write_bundle"]
+__all__ = ["ReplayResult", "default_workers", "replay", "write_bundle"]
 
 _LOG = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 _PROGRESS_EVERY = 2.0  # seconds between progress lines on long replays
 _ID_WITHIN = 256  # the Bundle's id is written within its first bytes (see _bundle)
+# Reading workers are sent items a chunk at a time (one round trip per ~1 MB, not per line), and
+# at most _IN_FLIGHT chunks a worker are out at once, so memory stays flat however large the input.
+_CHUNK_ITEMS, _CHUNK_BYTES, _IN_FLIGHT = 512, 1 << 20, 2
 
 
 @dataclass
@@ -64,14 +74,15 @@ class ReplayResult:
 
 def replay(
     paths: list[Path], engine: Engine, store: Store, progress: Progress | None = None,
-    out: Path | None = None, *, keep_bundle: bool = True,
+    out: Path | None = None, *, keep_bundle: bool = True, workers: int = 1,
 ) -> ReplayResult:
     """Replay ``paths`` through the pipeline; outputs of this run go to the Bundle.
 
     With ``out``, the Bundle also carries every earlier output owed to a Bundle and never written
     to one; call ``write_bundle`` to put it in place (it streams the Bundle from the store's
     bytes). ``keep_bundle=False`` builds no Bundle in memory (the command line's way: a region's
-    year of outputs is a gigabyte of dicts). Raises StoreError if the store fails.
+    year of outputs is a gigabyte of dicts). ``workers`` > 1 reads in that many processes
+    (see _reads); the outputs are the same. Raises StoreError if the store fails.
     """
     if out is not None:
         settle_bundles(store)
@@ -79,7 +90,7 @@ def replay(
     pipeline = Pipeline(engine, store, run)
     rejected: list[InputError] = []
     with _no_cyclic_gc(), EventOrder() as order:
-        _read(paths, engine, pipeline, rejected, order)
+        _read(paths, engine, pipeline, rejected, order, workers)
         _process(order, pipeline, rejected, progress)
     bundle_id = uuid.uuid4().hex if out is not None else None
     claimed = store.claim_bundle(bundle_id, str(out), run) if bundle_id is not None else None
@@ -179,10 +190,13 @@ def _process(
 
 def _read(
     paths: list[Path], engine: Engine, pipeline: Pipeline, rejected: list[InputError],
-    order: EventOrder,
+    order: EventOrder, workers: int = 1,
 ) -> None:
-    """Context is kept as it is read; events go to ``order``, to be sorted into event time."""
-    for item in iter_items(paths):
+    """Context is kept as it is read; events go to ``order``, to be sorted into event time.
+
+    Everything here happens in input order, whichever process read the item: context records
+    are first come, first kept."""
+    for item, read in _reads(paths, engine, workers):
         if isinstance(item, Skipped):
             pipeline.stats["files skipped"] += 1
         elif isinstance(item, InputError):
@@ -191,25 +205,152 @@ def _read(
         else:
             pipeline.stats["v2 messages" if item.kind is Kind.V2 else "documents"] += 1
             raw = item.data if item.kind is Kind.V2 else None
-            read = engine.records.read(item)
             for event in _events(read, item.where, pipeline, rejected):
-                order.add(event, raw)
+                if isinstance(event, Packed):
+                    order.add_packed(event)
+                else:
+                    order.add(event, raw)
 
 
-def _events(read: Read, where: str, pipeline: Pipeline, rejected: list[InputError]) -> list[Event]:
+def _events(
+    read: Read, where: str, pipeline: Pipeline, rejected: list[InputError]
+) -> list[Event | Packed]:
     """Keep rejections and context now; return the events, to be sorted into event-time order."""
     for error in read.rejected:
         rejected.append(error)
         pipeline.reject(error, error.raw)
     if read.message is not None and not read.records and not read.rejected:
         pipeline.stats["v2 messages ignored"] += 1
-    events = []
+    events: list[Event | Packed] = []
     for record in read.records:
-        if isinstance(record, Event):
+        if isinstance(record, Event | Packed):
             events.append(record)
         else:
             _context(record, where, pipeline, rejected)
     return events
+
+
+# -- reading in worker processes -----------------------------------------------------------------
+Entry = RawItem | InputError | Skipped
+_ENGINE: Engine | None = None  # a reading worker's, set once when it starts
+_SENT_MESSAGE = V2Message(b"", "", "")  # stands for a v2 item's parsed header, not sent back
+
+
+def default_workers() -> int:
+    """Reading processes when none are asked for: two where the machine has two cores to give."""
+    return min(2, os.cpu_count() or 1) if _can_fork() else 1
+
+
+def _can_fork() -> bool:
+    # Workers get the engine by fork (its mappings, rules and Reader are not all picklable, and
+    # loading them again per worker would cost more than it saves); without fork, read here.
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _reads(paths: list[Path], engine: Engine, workers: int) -> Iterator[tuple[Entry, Read]]:
+    """Every entry under ``paths`` in input order, each raw item with what it read as.
+
+    Reading is pure (bytes in, records out), so with ``workers`` > 1 it is done by a pool of
+    forked processes, chunk by chunk, while this process keeps context and sorts events; the
+    results are taken back in the order the chunks were sent. An input of one chunk or less is
+    read here: starting processes would cost more than it saves."""
+    chunks = _chunks(iter_items(paths))
+    if workers <= 1 or not _can_fork():
+        for chunk in chunks:
+            yield from _here(engine, chunk)
+        return
+    first = next(chunks, [])
+    second = next(chunks, None)
+    if second is None:
+        yield from _here(engine, first)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_start_worker, initargs=(engine,))
+    pending: deque[tuple[list[Entry], Future[list[bytes | None]] | None]] = deque()
+    try:
+        for chunk in chain((first, second), chunks):
+            pending.append((chunk, _submit(pool, chunk)))
+            if len(pending) >= workers * _IN_FLIGHT:
+                yield from _taken(engine, *pending.popleft())
+        while pending:
+            yield from _taken(engine, *pending.popleft())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunks(entries: Iterable[Entry]) -> Iterator[list[Entry]]:
+    chunk: list[Entry] = []
+    size = 0
+    for one in entries:
+        chunk.append(one)
+        size += len(one.data) if isinstance(one, RawItem) else 0
+        if len(chunk) >= _CHUNK_ITEMS or size >= _CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _here(engine: Engine, chunk: list[Entry]) -> Iterator[tuple[Entry, Read]]:
+    for one in chunk:
+        yield one, engine.records.read(one) if isinstance(one, RawItem) else Read()
+
+
+def _submit(pool: ProcessPoolExecutor, chunk: list[Entry]) -> Future[list[bytes | None]] | None:
+    try:
+        return pool.submit(_read_chunk, [e for e in chunk if isinstance(e, RawItem)])
+    except BrokenProcessPool:  # a worker died (killed, out of memory): read the rest here
+        return None
+
+
+def _taken(engine: Engine, chunk: list[Entry],
+           future: Future[list[bytes | None]] | None) -> Iterator[tuple[Entry, Read]]:
+    """A chunk's reads, in order; what a worker could not send back is read again here."""
+    try:
+        results = iter(future.result() if future is not None else ())
+    except BrokenProcessPool:
+        results = iter(())
+    for one in chunk:
+        if not isinstance(one, RawItem):
+            yield one, Read()
+            continue
+        done = next(results, None)
+        yield one, (pickle.loads(done) if done is not None else engine.records.read(one))
+
+
+def _start_worker(engine: Engine) -> None:
+    global _ENGINE  # one engine a worker process, given once at fork
+    _ENGINE = engine
+    gc.freeze()  # what the fork brought is never garbage; only the worker's own is collected
+    gc.enable()
+
+
+def _read_chunk(items: list[RawItem]) -> list[bytes | None]:
+    """In a worker: each item read and its events packed for the sort, pickled one by one, so
+    one that cannot be (a resource nested too deep) is only that one, read again by the parent."""
+    assert _ENGINE is not None
+    out: list[bytes | None] = []
+    for item in items:
+        read = _ENGINE.records.read(item)
+        raw = item.data if item.kind is Kind.V2 else None
+        read.records = [_packed(r, raw) for r in read.records]
+        if read.message is not None:  # only whether there was one is read (see _events)
+            read.message = _SENT_MESSAGE
+        out.append(_sent(read))
+    return out
+
+
+def _sent(read: Read) -> bytes | None:
+    try:
+        return pickle.dumps(read, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # anything that cannot be pickled is read again by the parent
+        return None
+
+
+def _packed(record: Any, raw: bytes | None) -> Any:
+    if isinstance(record, Event):
+        return pack(record, raw) or record
+    return record
 
 
 def _context(
