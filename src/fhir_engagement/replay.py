@@ -254,8 +254,9 @@ def _reads(paths: list[Path], engine: Engine, workers: int) -> Iterator[tuple[En
     shared out in turn between this process and ``workers`` - 1 forked ones, and taken back in
     the order they were read. This process reads its turns itself rather than wait: on a
     machine of two busy cores, a process that only waited measured slower than one reading
-    alone (what a worker sends back is pickled twice over). An input of one chunk or less is
-    read here: starting processes would cost more than it saves."""
+    alone (a worker's reads are pickled to be sent back, and three processes shared two
+    cores). An input of one chunk or less is read here: starting processes would cost more
+    than it saves."""
     chunks = _chunks(iter_items(paths))
     if workers <= 1 or not _can_fork():
         for chunk in chunks:
