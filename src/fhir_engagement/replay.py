@@ -257,7 +257,7 @@ def _reads(paths: list[Path], engine: Engine, workers: int) -> Iterator[tuple[En
     alone (a worker's reads are pickled to be sent back, and three processes shared two
     cores). An input of one chunk or less is read here: starting processes would cost more
     than it saves."""
-    chunks = _chunks(iter_items(paths))
+    chunks = _item_chunks(iter_items(paths))
     if workers <= 1 or not _can_fork():
         for chunk in chunks:
             yield from _here(engine, chunk)
@@ -282,7 +282,7 @@ def _reads(paths: list[Path], engine: Engine, workers: int) -> Iterator[tuple[En
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _chunks(entries: Iterable[Entry]) -> Iterator[list[Entry]]:
+def _item_chunks(entries: Iterable[Entry]) -> Iterator[list[Entry]]:
     chunk: list[Entry] = []
     size = 0
     for one in entries:
