@@ -51,10 +51,13 @@ from fhir_engagement.store.sqlite import from_text, to_text
 __all__ = ["INBOX_CHANNEL", "Migration", "PostgresStore", "apply_migrations", "display_name",
            "migration_status", "migrations"]
 
-# Advisory lock keys (any fixed 64-bit numbers, "FENG" + a role): one for the deciding lease,
-# another for migrations, so a replica applying them never waits for the lease holder.
-_LEASE_KEY = 0x46454E47_00000001
-_MIGRATION_KEY = 0x46454E47_00000002
+# Advisory lock keys, (role, schema): one for the deciding lease, another for migrations (a
+# replica applying them never waits for the lease holder). Advisory locks are per database, so
+# the schema's hash is the second half: two deployments in two schemas of one database (as the
+# tests are) never share a lease.
+_LEASE_ROLE = 0x46454E4C  # "FENL"
+_MIGRATION_ROLE = 0x46454E4D  # "FENM"
+_KEY = "%s, hashtext(current_schema())"
 INBOX_CHANNEL = "fhir_engagement_inbox"  # NOTIFY channel: payload is the inbox channel (mllp, fhir)
 _HEALTH_TIMEOUT_MS = 1000  # /readyz asks often: a stuck database is "unreachable", not a hang
 _CONNECT_TIMEOUT_S = 5
@@ -131,7 +134,7 @@ def _applied(db: psycopg.Connection[Any]) -> dict[int, str]:
 def _apply(db: psycopg.Connection[Any]) -> list[str]:
     """Apply what is pending in one transaction, under the migration lock; names applied."""
     with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_KEY,))
+        db.execute(f"SELECT pg_advisory_xact_lock({_KEY})", (_MIGRATION_ROLE,))
         db.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                    "(version INTEGER PRIMARY KEY, applied TEXT NOT NULL)")
         done = _applied(db)
@@ -271,7 +274,7 @@ class PostgresStore:
         if self._lease:
             self._aside("SELECT 1")  # still connected? A lost connection lost the lease
             return self._lease
-        row = self._aside("SELECT pg_try_advisory_lock(%s)", (_LEASE_KEY,))
+        row = self._aside(f"SELECT pg_try_advisory_lock({_KEY})", (_LEASE_ROLE,))
         if row and row[0]:
             self._flush()
             self._reset_caches()  # another replica decided while this one did not hold it
@@ -280,7 +283,7 @@ class PostgresStore:
 
     def release_lease(self) -> None:
         if self._lease and self._conn is not None and not self._conn.closed:
-            self._aside("SELECT pg_advisory_unlock(%s)", (_LEASE_KEY,))
+            self._aside(f"SELECT pg_advisory_unlock({_KEY})", (_LEASE_ROLE,))
         self._lease = False
 
     def health(self) -> StoreHealth:
