@@ -103,7 +103,9 @@ def display_name(location: str) -> str:
 
 
 def _scrub(text: str, location: str) -> str:
-    """An error message without the password, should the driver quote the DSN."""
+    """An error message on one line (libpq's span several) without the password, should the
+    driver quote the DSN."""
+    text = " ".join(text.split())
     try:
         password = conninfo_to_dict(location).get("password")
     except psycopg.ProgrammingError:
