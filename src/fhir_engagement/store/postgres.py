@@ -328,6 +328,7 @@ class PostgresStore:
         try:
             self._db().commit()
         except psycopg.Error as exc:
+            self._lost(exc)
             raise StoreError(f"cannot commit to {self.name}: "
                              f"{_scrub(str(exc).strip(), self.location)}") from exc
 
