@@ -522,18 +522,40 @@ def _store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        ("status", "backend, schema version, pending migrations, queue counts")):
         ap = actions.add_parser(name, help=text)
         ap.add_argument("--store", help="SQLite file or postgresql:// DSN")
+    cp = actions.add_parser("copy", help="move a SQLite store into an empty PostgreSQL store: "
+                            "history, outbox, inbox, dead letters and audit, ids kept")
+    cp.add_argument("--from", dest="source", required=True, metavar="SQLITE",
+                    help="the SQLite store file (no process may be writing it)")
+    cp.add_argument("--to", dest="target", required=True, metavar="DSN",
+                    help="postgresql://... (migrated first; must hold no rows)")
 
 
 def _store(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     """``store migrate|status``; an unreachable or absent store is a usage error (exit 2)."""
     location = settings.store
     try:
+        if args.store_action == "copy":
+            return _store_copy(args.source, args.target, out)
         if is_postgres(location):
             return _postgres_store(args.store_action, location, out)
         return _sqlite_store(args.store_action, location, out)
     except StoreError as exc:
         print(f"fhir-engagement store {args.store_action}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _store_copy(source: str, target: str, out: TextIO) -> int:
+    from fhir_engagement.store.copy import copy_store  # loads the PostgreSQL driver
+
+    if not Path(source).is_file():
+        print(f"fhir-engagement store copy: no SQLite store at {source}", file=sys.stderr)
+        return EXIT_USAGE
+    report = copy_store(source, target,
+                        lambda table, rows: print(f"  {table}: {rows:,} rows", file=out))
+    print(f"copied {report.total:,} rows from {source} to {shown(target)}; point the settings' "
+          "store at it, and keep the SQLite file until the adapter has run on PostgreSQL",
+          file=out)
+    return EXIT_OK
 
 
 def _postgres_store(action: str, location: str, out: TextIO) -> int:
