@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fhir_engagement.store import open_store
 from fhir_engagement.store.postgres import display_name
 from tests.conftest import SCENARIOS
 
@@ -76,3 +77,23 @@ def test_replay_into_postgresql_then_a_rerun_writes_nothing_new(tmp_path: Path, 
     rate = _cli("report", "rate", "--store", pg_dsn, cwd=tmp_path)
     assert rate.returncode == 0, rate.stderr
     assert "Not-brought rate per provider per quarter" in rate.stdout
+
+
+def test_a_replay_beside_a_replica_that_decides_is_refused(tmp_path: Path, pg_dsn: str) -> None:
+    """One decides at a time (docs/replicas.md): a replay would count a child's events out of
+    order beside a serve replica, so it waits for the lease (a failover) and then refuses."""
+    replica = open_store(pg_dsn)
+    try:
+        assert replica.hold_lease()
+        run = _cli("replay", str(SCENARIOS), "--out", str(tmp_path / "one.json"), "--store",
+                   pg_dsn, "--quiet", cwd=tmp_path)
+        assert run.returncode == 2, run.stderr
+        assert "another process (a serve replica or a replay) is deciding" in run.stderr
+        assert not (tmp_path / "one.json").exists()
+        replica.release_lease()
+        run = _cli("replay", str(SCENARIOS), "--out", str(tmp_path / "one.json"), "--store",
+                   pg_dsn, "--quiet", cwd=tmp_path)
+        assert run.returncode in (0, 1), run.stderr
+        assert json.loads((tmp_path / "one.json").read_text())["entry"]
+    finally:
+        replica.close()
