@@ -27,6 +27,7 @@ import orjson
 
 from fhir_engagement import __version__
 from fhir_engagement.config import Settings
+from fhir_engagement.decisions.wording import CARES
 from fhir_engagement.errors import (
     ConfigError,
     DeliveryError,
@@ -487,6 +488,10 @@ def _check(engine: Engine, settings: Settings, out: TextIO) -> int:
     if engine.letters is not None:
         print(f"WNB letters: {', '.join(sorted(engine.letters.languages))} (and page.html)",
               file=out)
+    words = engine.wording  # rules.md s.8: the words each care setting gives its Tasks
+    print("Task wording: " + "; ".join(
+        f"{care} {len(words.descriptions.get(care, {}))} descriptions, "
+        f"{len(words.questions.get(care, {}))} questions" for care in CARES), file=out)
     return EXIT_OK
 
 
