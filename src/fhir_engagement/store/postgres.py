@@ -317,6 +317,7 @@ class PostgresStore:
         self._flags: OrderedDict[str, OutputRow] = OrderedDict()
         self._child_answers: dict[str, ChildRecord | None] = {}
         self._event_answers: dict[str, str | None] = {}
+        self._signals_ahead: dict[str, dict[str, SignalRow]] = {}  # prefetch: each read once
         self._any_status: bool | None = None  # asked of the database once, on first need
 
     def start_run(self, description: str) -> int:
@@ -441,6 +442,7 @@ class PostgresStore:
         ``into``'s. Rare, so it writes through at once."""
         self._flush()
         self._child_answers.clear()
+        self._signals_ahead.clear()  # their rows name ``old``
         birth = self._birth(old)
         self._exec("UPDATE aliases SET child = %s WHERE child = %s", (into, old))
         self._exec("INSERT INTO aliases (alias, child) VALUES (%s, %s) "
@@ -506,10 +508,48 @@ class PostgresStore:
     def signals_of(self, event_key: str) -> dict[str, SignalRow]:
         if event_key in self._pending_signal_keys:
             self._flush()
+        elif (ahead := self._signals_ahead.pop(event_key, None)) is not None:
+            return ahead
         rows = self._exec(
             "SELECT signal, child, occurred, retracted, situation, version FROM signals "
             "WHERE event_key = %s", (event_key,)).fetchall()
         return {s: SignalRow(c, s, from_text(o), bool(r), sit, v) for s, c, o, r, sit, v in rows}
+
+    def prefetch(self, event_keys: Collection[str], event_aliases: Collection[str],
+                 patients: Collection[str]) -> None:
+        """Read ahead, in three queries, what a replay's next events will ask one at a time.
+
+        A round trip costs ~0.25 ms here against ~10 us for SQLite: three of them per event
+        (event alias, signals, child) were most of a replay into PostgreSQL (1,274 events/s
+        against SQLite's 4,215 on 10k events). The answers are as good as the database's while
+        this store is the one writer: only the lease holder decides, and the caches are dropped
+        whenever it (re)takes the lease or rolls back.
+        """
+        self._flush()
+        keys = sorted(set(event_keys) - self._signals_ahead.keys())
+        ahead: dict[str, dict[str, SignalRow]] = {key: {} for key in keys}
+        for key, signal, child, occurred, retracted, situation, version in self._exec(
+                "SELECT event_key, signal, child, occurred, retracted, situation, version "
+                "FROM signals WHERE event_key = ANY(%s)", (keys,)).fetchall():
+            ahead[key][signal] = SignalRow(child, signal, from_text(occurred), bool(retracted),
+                                           situation, version)
+        self._signals_ahead.update(ahead)
+        self._aliases_ahead(sorted(set(event_aliases) - self._event_answers.keys()))
+        self._children_ahead(sorted(set(patients) - self._child_answers.keys()))
+
+    def _aliases_ahead(self, aliases: list[str]) -> None:
+        found = dict(self._exec("SELECT alias, event_key FROM event_aliases WHERE alias = ANY(%s)",
+                                (aliases,)).fetchall())
+        for alias in aliases:
+            _remember(self._event_answers, alias, found.get(alias))
+
+    def _children_ahead(self, patients: list[str]) -> None:
+        found = {alias: ChildRecord(child, birth) for alias, child, birth in self._exec(
+            "SELECT a.alias, a.child, c.birth_date FROM aliases a "
+            "LEFT JOIN children c ON c.child = a.child WHERE a.alias = ANY(%s)",
+            (patients,)).fetchall()}
+        for alias in patients:
+            _remember(self._child_answers, alias, found.get(alias))
 
     def history_before(self, child: str, at: datetime) -> Sequence[HistoryItem]:
         items = self._child_history(child)
@@ -545,11 +585,13 @@ class PostgresStore:
         if history is not None:
             bisect.insort_right(history, item, key=lambda h: h.occurred)
         self._pending_signal_keys.add(item.event_key)
+        self._signals_ahead.pop(item.event_key, None)
         self._pending_signal_children.add(child)
         self._maybe_flush()
 
     def retract(self, event_key: str, signal: str) -> None:
         self._flush()
+        self._signals_ahead.pop(event_key, None)
         row = self._exec("UPDATE signals SET retracted = 1 WHERE event_key = %s AND signal = %s "
                          "RETURNING child", (event_key, signal)).fetchone()
         if row and row[0] in self._history:
