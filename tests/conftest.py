@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import socket
+import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from fhir_engagement.config import Settings
 from fhir_engagement.errors import StoreError
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.store import SqliteStore, Store
+from tests.postgres import pg_dsn, pg_server  # noqa: F401  (fixtures, for every test)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"
@@ -100,6 +102,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     return load_engine(Settings(mappings_dir=MAPPINGS))
+
+
+@functools.cache
+def _settings_engine(path: Path) -> Engine:
+    return load_engine(Settings.load(path))
+
+
+def scenario_engine(case: str, default: Engine) -> Engine:
+    """The engine a scenario is replayed with: ``default``, or the settings its expected.toml
+    names (``settings = "region"``: fixtures/region/settings.toml, whose sources say which are
+    primary and which secondary care, rules.md s.8)."""
+    named = tomllib.loads((SCENARIOS / case / "expected.toml").read_text()).get("settings")
+    if named is None:
+        return default
+    return _settings_engine(FIXTURES / named / "settings.toml")
 
 
 @pytest.fixture

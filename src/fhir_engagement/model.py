@@ -237,7 +237,8 @@ SIGNAL_CODES = frozenset(
 )
 SLOTS: Mapping[str, frozenset[str]] = {
     "Appointment": frozenset(
-        {"status", "cancellation-reason", "visit", "attendance", "delivery-channel", "priority"}
+        {"status", "cancellation-reason", "visit", "attendance", "delivery-channel", "priority",
+         "outcome-of-attendance"}
     ),
     "Encounter": frozenset(
         {"status", "class", "type", "discharge", "ed-outcome", "subject-status",
@@ -245,12 +246,15 @@ SLOTS: Mapping[str, frozenset[str]] = {
     ),
     "Procedure": frozenset({"status", "status-reason"}),
     "ServiceRequest": frozenset({"status", "status-reason", "priority"}),
+    # rules.md s.8 "an episode ended": read for the discharge it records, nothing else
+    "EpisodeOfCare": frozenset({"status", "type"}),
 }
 STATUS_SYSTEMS: Mapping[str, str] = {
     "Appointment": "http://hl7.org/fhir/appointmentstatus",
     "Encounter": "http://hl7.org/fhir/encounter-status",
     "Procedure": "http://hl7.org/fhir/event-status",
     "ServiceRequest": "http://hl7.org/fhir/request-status",
+    "EpisodeOfCare": "http://hl7.org/fhir/episode-of-care-status",
 }
 # The elements a mapping file's `service` list may name, in the order the service is looked for
 # (rules.md s.7: the HealthcareService or clinic reference, then the specialty / serviceType code).
@@ -259,6 +263,8 @@ SERVICE_ELEMENTS: Mapping[str, frozenset[str]] = {
     "Appointment": frozenset({"participant:HealthcareService", "participant:Location",
                               "serviceType.reference", "specialty", "serviceType"}),
     "Encounter": frozenset({"serviceType.reference", "location", "serviceType"}),
+    # EpisodeOfCare has no serviceType: its type is the service whose care the episode is
+    "EpisodeOfCare": frozenset({"type"}),
 }
 # Slots whose values are references (read from extensions), not codes.
 REFERENCE_SLOTS = frozenset({"provider"})

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from fhir_engagement.decisions.lettertemplates import LetterTemplates, load_lett
 from fhir_engagement.decisions.provenance import provenance_resource
 from fhir_engagement.decisions.task import OwnerRef, task_resource
 from fhir_engagement.decisions.validate import InvalidOutputError, OutputValidator
+from fhir_engagement.decisions.wording import TaskWording, load_wording
 from fhir_engagement.errors import (
     IdentityConflictError,
     InputError,
@@ -94,9 +95,11 @@ _LOG = logging.getLogger(__name__)
 # Signals never acted on alone: they feed patterns and chronology (an attendance may complete an
 # alternation, which the guidance then acts on). Undated, they cannot be placed, so are ignored.
 _PASSIVE = frozenset({"attended"})
-# A correction can take these back (noshow keyed in error, a discharge cancelled).
+# A correction can take these back (noshow keyed in error, a discharge cancelled, an episode of
+# care or an outcome of attendance entered in error).
 _RETRACTABLE = frozenset({"not-brought", "no-access-visit", "family-cancelled",
-                          "refused-assessment", "left-before-seen", "left-against-advice"})
+                          "refused-assessment", "left-before-seen", "left-against-advice",
+                          "discharged"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,8 @@ class Engine:
     systems: CodeSystems
     records: Readers
     letters: LetterTemplates | None = None  # the WNB letter drafts (mappings/letters/)
+    # Task words per care setting (mappings/wording.toml)
+    wording: TaskWording = field(default_factory=TaskWording)
 
     @property
     def reader(self) -> Reader:
@@ -132,7 +137,11 @@ def load_engine(settings: Settings, codesystems: Path | None = None) -> Engine:
     letters_dir = settings.mappings_dir / "letters"
     if not letters_dir.is_dir():  # a mappings folder from before letters: the shipped ones
         letters_dir = default_mappings_dir() / "letters"
-    return Engine(mappings, rules, systems, Readers(reader, v2), load_letter_templates(letters_dir))
+    wording = settings.mappings_dir / "wording.toml"
+    if not wording.exists():  # a mappings folder from before the care wording: the shipped one
+        wording = default_mappings_dir() / "wording.toml"
+    return Engine(mappings, rules, systems, Readers(reader, v2), load_letter_templates(letters_dir),
+                  load_wording(wording))
 
 
 def _check_code_sets(rules: Rules, mappings: Mappings, root: Path) -> None:
@@ -341,22 +350,33 @@ class Pipeline:
         """A v2 message and its FHIR twin are one event: the one seen second takes the key of the
         one seen first. Twins share an appointment/visit id *and* its time (to the minute): ids
         alone are unique only per system, and the two forms rarely share a patient identifier."""
+        aliases = self._twin_aliases(event)
+        for alias in aliases:
+            key = self.store.event_alias(alias)
+            if key is not None and key != event.key:
+                self.stats["twins merged"] += 1
+                return replace(event, key=key)
+        if aliases:
+            self.store.add_event_aliases(aliases, event.key)
+        return event
+
+    def _twin_aliases(self, event: Event) -> list[str]:
         if not event.identifiers or event.occurred is None:
-            return event
+            return []
         minute = event.occurred.isoformat()[:16]  # to the minute; occurred is always UTC
         # Twins come from one provider: two trusts' appointment numbers may well coincide. With
         # no ODS code configured, the alias is the one earlier versions stored, so a twin still
         # finds an event recorded before sources existed.
         ods = self.engine.reader.sources.ods(split_key(event.key)[1])
         scope = f"{ods}|" if ods else ""
-        aliases = [f"{scope}{event.resource_type}|{value}|{minute}" for value in event.identifiers]
-        for alias in aliases:
-            key = self.store.event_alias(alias)
-            if key is not None and key != event.key:
-                self.stats["twins merged"] += 1
-                return replace(event, key=key)
-        self.store.add_event_aliases(aliases, event.key)
-        return event
+        return [f"{scope}{event.resource_type}|{value}|{minute}" for value in event.identifiers]
+
+    def prefetch(self, events: Sequence[Event]) -> None:
+        """Tell the store what the next events will look up, so a database a round trip away
+        reads it in a few queries instead of a few per event (replay.py calls it per chunk)."""
+        self.store.prefetch([e.key for e in events],
+                            [a for e in events for a in self._twin_aliases(e)],
+                            [e.patient for e in events if e.patient])
 
     def _stale(self, event: Event, previous: Mapping[str, SignalRow]) -> bool:
         """An older version re-sent after a newer one must not undo the newer one's signals."""
@@ -491,7 +511,8 @@ class Pipeline:
                 continue
             task = task_resource(tid, action, decision, event, subject, flag_url,
                                  self._owner(action, event), self.engine.systems,
-                                 decided, self._barriers(event), index)
+                                 decided, self._barriers(event), index, self._care(event),
+                                 self.engine.wording)
             self._put(tid, "Task", child, task)
             self.stats[f"task {action.code}"] += 1
             written.append(tid)
@@ -526,7 +547,8 @@ class Pipeline:
             return []
         drafts = letter_drafts(tid, full_url(tid), decision, event, subject,
                                self._letter_facts(child), self.engine.letters, self._tz,
-                               decided, band, reliant_on_adult=reliant, signal=signal)
+                               decided, band, reliant_on_adult=reliant, signal=signal,
+                               care=self._care(event))
         for (lid, draft), copy in zip(drafts, COPIES, strict=True):
             self._put(lid, "CommunicationRequest", child, draft)
             self.stats[f"letter {copy}"] += 1
@@ -597,6 +619,11 @@ class Pipeline:
         if literal or declared:
             return reference_for(literal or declared or "")
         return _described(own or child)
+
+    def _care(self, event: Event) -> str:
+        """The event's source's care setting (rules.md s.8), '' when no source is configured."""
+        config = self.engine.reader.sources.config(split_key(event.key)[1])
+        return config.care if config else ""
 
     def _owner(self, action: Action, event: Event) -> OwnerRef:
         """The role's owner; a source's care (primary or secondary) names its own safeguarding

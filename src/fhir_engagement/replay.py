@@ -29,9 +29,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -48,6 +48,10 @@ from fhir_engagement.store.base import OutputRow, Store
 __all__ = ["ReplayResult", "default_workers", "replay", "write_bundle"]
 
 _LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+# Events whose lookups the store reads ahead at once (Pipeline.prefetch): enough to make a
+# database's round trips rare, few enough that what is read stays a few hundred KB.
+_AHEAD = 500
 Progress = Callable[[str], None]
 _PROGRESS_EVERY = 2.0  # seconds between progress lines on long replays
 _ID_WITHIN = 256  # the Bundle's id is written within its first bytes (see _bundle)
@@ -181,11 +185,20 @@ def _process(
     each behind the pipeline's guard. The store's write buffer is flushed every so many events,
     so it stays small too; nothing is committed before the end."""
     clock = _Clock(progress, order.count)
-    for number, (event, raw) in enumerate(order, start=1):
-        error = pipeline.process_guarded(event, raw if raw is not None else _raw(event))
-        if error is not None:
-            rejected.append(error)
-        clock.tick(number)
+    number = 0
+    for chunk in _chunks(iter(order), _AHEAD):
+        pipeline.prefetch([event for event, _ in chunk])
+        for event, raw in chunk:
+            error = pipeline.process_guarded(event, raw if raw is not None else _raw(event))
+            if error is not None:
+                rejected.append(error)
+            number += 1
+            clock.tick(number)
+
+
+def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
 
 
 def _read(

@@ -97,6 +97,11 @@ def test_check_prints_the_loaded_mappings_and_rules_version(tmp_path: Path) -> N
     # 41 [[rule]] tables in mappings/rules.toml: the 33 of rules.md s.5 and the 8 of s.8
     assert "rules: version 2026.11-default, 41 cells" in run.stdout
     assert "fhir/Appointment.toml" in run.stdout
+    assert "fhir/EpisodeOfCare.toml" in run.stdout  # rules.md s.8: an episode ended
+    # mappings/wording.toml: inform-gp, send-wnb-letter, safeguarding-lead-review and
+    # review-discharge per setting, and the discharge review's question
+    assert "Task wording: primary 4 descriptions, 1 questions; secondary 4 descriptions" \
+        in run.stdout
 
 
 def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path: Path) -> None:

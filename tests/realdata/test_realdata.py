@@ -28,9 +28,14 @@ BAD_V2 = {f"hl7v2/python-hl7-tests/{name}.hl7 message 1"
 # care", which raises `discharged` (rules.md s.8, never quietly discharge), but with no time at
 # all (no period, no meta.lastUpdated) and no subject: a signal that cannot be placed in a child's
 # history is rejected with its reason, like any other.
-UNPLACEABLE = {"uk-core/examples-json/Extension-UKCore-OutcomeOfAttendance-Example.json"}
+# UK Core's EpisodeOfCare example is the same case (rules.md s.8, "an episode ended"): status
+# finished, so a discharge, but no period.end (no period at all) and no meta.lastUpdated.
+UNPLACEABLE = {"uk-core/examples-json/Extension-UKCore-OutcomeOfAttendance-Example.json",
+               "uk-core/examples-json/UKCore-EpisodeOfCare-SmokingCessationTherapy-Example.json"}
 NO_TIME = ("Encounter/Extension-UKCore-OutcomeOfAttendance-Example raises discharged but carries "
            "no time (start, period, performed, meta.lastUpdated)")
+NO_END = ("EpisodeOfCare/UKCore-EpisodeOfCare-SmokingCessationTherapy-Example raises discharged "
+          "but carries no time (start, period, performed, meta.lastUpdated)")
 
 
 def _documents() -> Iterator[Any]:
@@ -84,7 +89,7 @@ def test_realdata_replays_and_rejects_only_what_is_not_fhir(result: Any) -> None
     assert rejected == NOT_FHIR | BAD_V2 | UNPLACEABLE
     reasons = {e.reason for e in replayed.rejected}
     assert reasons == {"no resourceType: not a FHIR resource",
-                       "a message must start with an MSH segment", NO_TIME}
+                       "a message must start with an MSH segment", NO_TIME, NO_END}
     assert len(dead) == len(replayed.rejected)  # nothing lost: each one is in the dead-letter store
 
 

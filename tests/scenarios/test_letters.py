@@ -19,7 +19,7 @@ from fhir_engagement.ingest.references import resource_path
 from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, scenario_engine
 
 LETTER_CASES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "expected.toml").exists()
                       and "letter" in tomllib.loads((p / "expected.toml").read_text()))
@@ -56,7 +56,7 @@ def _focus(draft: dict[str, Any]) -> str:
 def test_each_letter_says_what_the_scenario_worked_out(
     case: str, engine: Engine, store: SqliteStore
 ) -> None:
-    bundle = _bundle([SCENARIOS / case], engine, store)
+    bundle = _bundle([SCENARIOS / case], scenario_engine(case, engine), store)
     parents = {_focus(d): d for d in _letters(bundle, "parent")}
     gps = {_focus(d): d for d in _letters(bundle, "gp")}
     expected = tomllib.loads((SCENARIOS / case / "expected.toml").read_text())["letter"]
@@ -72,6 +72,8 @@ def test_each_letter_says_what_the_scenario_worked_out(
         for name in want["never"]:
             assert name not in _text(parent), name
             assert name not in _text(gp), name
+        for line in want.get("gp_says", []):  # the copy's own words (rules.md s.8, its care)
+            assert line in _text(gp), line
         assert gp["recipient"][0]["display"] == want["gp"]
         assert gp["recipient"][0].get("identifier", {}).get("value") == want.get("gp_identifier")
 

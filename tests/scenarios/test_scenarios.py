@@ -23,7 +23,7 @@ from fhir_engagement.ingest.references import resource_path
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
-from tests.conftest import SCENARIOS, without_decision_times
+from tests.conftest import SCENARIOS, scenario_engine, without_decision_times
 
 LONDON = ZoneInfo("Europe/London")
 CASES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "expected.toml").exists())
@@ -70,7 +70,7 @@ def test_scenario_gives_the_expected_tasks_and_flag(
     case: str, engine: Engine, store: SqliteStore
 ) -> None:
     expected = _expected(case)
-    bundle = _run([SCENARIOS / case], engine, store)
+    bundle = _run([SCENARIOS / case], scenario_engine(case, engine), store)
     want = sorted((t["focus"], t["code"], t["priority"], t["due"], t.get("retracted", False))
                   for t in expected.get("task", []))
     assert sorted(_task_key(t) for t in _tasks(bundle)) == want
@@ -83,12 +83,38 @@ def test_scenario_gives_the_expected_tasks_and_flag(
 def test_the_practitioner_who_expected_the_child_owns_review_impact(
     case: str, engine: Engine, store: SqliteStore
 ) -> None:
-    bundle = _run([SCENARIOS / case], engine, store)
+    bundle = _run([SCENARIOS / case], scenario_engine(case, engine), store)
     owners = {(_task_key(t)[0], t["code"]["coding"][0]["code"]):
               resource_path(t.get("owner", {}).get("reference", "")) for t in _tasks(bundle)}
     for task in _expected(case)["task"]:
         if "owner" in task:
             assert owners[(task["focus"], task["code"])] == task["owner"]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if any(
+    "description" in t or "question" in t for t in _expected(c).get("task", []))])
+def test_task_wording_follows_the_source_care_setting(
+    case: str, engine: Engine, store: SqliteStore
+) -> None:
+    """rules.md s.8: a source's care (primary or secondary) changes the words a Task uses. The
+    expected words are in the scenario's expected.toml, from the rules.md line each follows."""
+    bundle = _run([SCENARIOS / case], scenario_engine(case, engine), store)
+    tasks = {(_task_key(t)[0], t["code"]["coding"][0]["code"]): t for t in _tasks(bundle)}
+    for want in _expected(case)["task"]:
+        task = tasks[(want["focus"], want["code"])]
+        assert want.get("description", "") in task["description"], task["description"]
+        assert want.get("question", "") in task["note"][0]["text"], task["note"][0]["text"]
+
+
+def test_without_a_configured_source_the_generic_words_stand(
+    engine: Engine, store: SqliteStore
+) -> None:
+    """The same GP-practice input replayed with no sources configured: its server is a source of
+    its own with no care setting, so the Task keeps the action CodeSystem's definition."""
+    bundle = _run([SCENARIOS / "35-primary-care-gp-practice"], engine, store)
+    (inform,) = [t for t in _tasks(bundle) if t["code"]["coding"][0]["code"] == "inform-gp"]
+    assert inform["description"].startswith("Tell the child's GP and the practice safeguarding "
+                                            "lead. Raised by:")
 
 
 def test_practice_example_ends_in_a_neglect_referral(engine: Engine, store: SqliteStore) -> None:

@@ -49,11 +49,13 @@ def letter_drafts(
     band: str = "",
     reliant_on_adult: bool = False,
     signal: str = "not-brought",
+    care: str = "",
 ) -> list[tuple[str, dict[str, Any]]]:
     """The parent's letter and the GP's copy, as (id, CommunicationRequest), for one Task.
 
     ``signal`` is what the event raised: a ``no-access-visit`` letter says no one was in when
-    the visit came, rather than that the child was not brought.
+    the visit came, rather than that the child was not brought. ``care`` is the sending source's
+    setting (rules.md s.8): a GP practice's letter does not say it will tell the child's GP.
 
     Raises:
         LetterRefusedError: over-engagement, or a young person (16-17) not known to have been
@@ -68,6 +70,7 @@ def letter_drafts(
     recipient = _recipient(facts, letter)
     values = _values(decision, event, facts, letter, recipient, tz)
     values["home_visit"] = signal == "no-access-visit"
+    values["care"] = care
     parent_text = letter.render("parent.body", values)
     values["letter"] = parent_text
     gp_text = letter.render("gp.body", values)

@@ -28,8 +28,11 @@ SAMPLE: dict[str, Any] = {
     "child": "Sam", "to": "Alex Smith", "service": "dental", "day": "Monday 5 January 2026",
     "time": "10:00", "why": "Checks keep teeth healthy.", "language": "Polish", "gp": "Dr Jones",
     "situation": "this is the second missed appointment in a year", "letter": "Dear Alex",
-    "home_visit": False,
+    "home_visit": False, "care": "",
 }
+# Each template is tried once per care setting (rules.md s.8), so that a branch only one setting
+# takes cannot hide a broken variable until the first letter from that setting.
+_CARES = ("", "primary", "secondary")
 
 
 class _Strict(BaseModel):
@@ -134,7 +137,8 @@ def _language(env: SandboxedEnvironment, path: Path) -> LetterLanguage:
             key = f"{part}.{name}"
             try:
                 templates[key] = env.from_string(getattr(letter, name))
-                templates[key].render(**SAMPLE, trust=spec.trust.model_dump())
+                for care in _CARES:
+                    templates[key].render(**{**SAMPLE, "care": care}, trust=spec.trust.model_dump())
             except TemplateError as exc:
                 raise LetterTemplateError(str(path), key, f"template error: {exc}") from exc
     if "default" not in spec.why:

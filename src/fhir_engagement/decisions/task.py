@@ -6,6 +6,7 @@ from datetime import datetime
 
 from fhir_engagement.decisions.codesystems import ACTION, SIGNAL, CodeSystems
 from fhir_engagement.decisions.ids import TASK_SYSTEM, describe, event_reference
+from fhir_engagement.decisions.wording import TaskWording
 from fhir_engagement.model import Action, Decision, Event
 
 __all__ = ["OwnerRef", "task_resource"]
@@ -28,6 +29,7 @@ _QUESTIONS = {
 _DEFAULT_QUESTION = "What impact will the missed appointment have on the child?"
 
 OwnerRef = tuple[dict[str, object] | None, str]
+_GENERIC = TaskWording()
 
 
 def task_resource(
@@ -42,11 +44,15 @@ def task_resource(
     decided: datetime,
     barriers: tuple[str, ...] = (),
     index_child: dict[str, object] | None = None,
+    care: str = "",
+    wording: TaskWording = _GENERIC,
 ) -> dict[str, object]:
     """The FHIR R4 Task for one action of a decision.
 
     ``authoredOn`` is ``decided``, the decision time the caller took from its clock (this module
-    never reads one): when the Task was asked for, not when the event happened.
+    never reads one): when the Task was asked for, not when the event happened. ``care`` is the
+    event's source's setting (primary, secondary, or '' when no source is configured), whose
+    ``wording`` opens the description and asks the question (rules.md s.8).
     """
     display = systems.display(ACTION, action.code)
     reference, role_text = owner
@@ -58,12 +64,12 @@ def task_resource(
         "priority": action.priority,
         "code": {"coding": [{"system": ACTION, "code": action.code, "display": display}],
                  "text": display},
-        "description": _description(action, decision, event, systems),
+        "description": _description(action, decision, event, systems, care, wording),
         "focus": dict(event.focus) if event.focus else event_reference(event.key),
         "for": subject,
         "authoredOn": decided.isoformat(),
         "restriction": {"period": {"end": action.due.isoformat()}},
-        "note": [{"text": text} for text in _notes(action, decision, barriers)],
+        "note": [{"text": text} for text in _notes(action, decision, barriers, care, wording)],
     }
     if index_child:  # a brother's or sister's review: the index child by reference, never text
         task["input"] = [{"type": {"text": "Index child"}, "valueReference": index_child}]
@@ -76,8 +82,11 @@ def task_resource(
     return task
 
 
-def _description(action: Action, decision: Decision, event: Event, systems: CodeSystems) -> str:
-    what = systems.definition(ACTION, action.code)
+def _description(
+    action: Action, decision: Decision, event: Event, systems: CodeSystems, care: str,
+    wording: TaskWording,
+) -> str:
+    what = wording.description(care, action.code, systems.definition(ACTION, action.code))
     if decision.situation == "retracted":
         return f"{what} The event that raised earlier actions ({describe(event.key)}) was retracted."
     day = decision.event_date.isoformat() if decision.event_date else "unknown date"
@@ -100,8 +109,13 @@ def _signal_names(decision: Decision, systems: CodeSystems) -> list[str]:
     return [systems.display(SIGNAL, situation).lower()]
 
 
-def _notes(action: Action, decision: Decision, barriers: tuple[str, ...]) -> list[str]:
-    notes = [_QUESTIONS.get(decision.situation, _DEFAULT_QUESTION), f"Why: {decision.why}"]
+def _notes(
+    action: Action, decision: Decision, barriers: tuple[str, ...], care: str, wording: TaskWording,
+) -> list[str]:
+    situation = decision.situation
+    generic = _QUESTIONS.get(situation, _DEFAULT_QUESTION)
+    question = wording.question(care, situation if situation in _QUESTIONS else "missed", generic)
+    notes = [question, f"Why: {decision.why}"]
     notes.extend(n for n in (decision.age_note, *decision.notes) if n)
     if barriers and action.code in ("send-wnb-letter", "review-impact", "curiosity-review"):
         notes.append(f"The family named a barrier: {', '.join(barriers)}. Say in the letter how "

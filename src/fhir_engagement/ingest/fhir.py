@@ -655,6 +655,22 @@ def _service_request(
         res.get("code"), "code")), requester
 
 
+def _episode_of_care(
+    ctx: _ResourceReader, slots: dict[str, set[str]], services: tuple[str, ...]
+) -> tuple[Any, ...]:
+    """An episode of care at a service (rules.md s.8, "an episode ended"): its end is the time of
+    the discharge it records. Before it ends it has no time of its own that means anything here,
+    so an open episode falls back to when it was last changed."""
+    res = ctx.res
+    slots["type"] = ctx.concepts(res, "type")
+    period = ctx.obj(res, "period", "")
+    occurred = ctx.when((period, "end", "period."),
+                        (ctx.obj(res, "meta", ""), "lastUpdated", "meta."))
+    provider = ctx.ref(ctx.obj(res, "managingOrganization", ""))
+    manager = res.get("careManager") if isinstance(res.get("careManager"), dict) else None
+    return occurred, ctx.obj(res, "patient", ""), provider, _service(ctx, services), manager
+
+
 def _priority(ctx: _ResourceReader) -> set[str]:
     """How urgent the contact is (rules.md s.8, clinical risk): R5 Appointment and Encounter
     priority (a CodeableConcept, v3 ActPriority), or a ServiceRequest's request-priority code.
@@ -732,6 +748,7 @@ _SERVICE_READERS = {
     "location": _encounter_location,
     "specialty": _first_coding("specialty"),
     "serviceType": _first_coding("serviceType"),
+    "type": _first_coding("type"),
 }
 
 _EVENT_READERS = {
@@ -739,6 +756,7 @@ _EVENT_READERS = {
     "Encounter": _encounter,
     "Procedure": _procedure,
     "ServiceRequest": _service_request,
+    "EpisodeOfCare": _episode_of_care,
 }
 
 

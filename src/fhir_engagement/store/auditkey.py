@@ -19,8 +19,8 @@ from typing import Protocol
 
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import ConfigError
+from fhir_engagement.store import is_postgres
 from fhir_engagement.store.base import Audit, Transactional
-from fhir_engagement.store.location import is_database_url
 
 __all__ = ["audit_key", "audit_key_path"]
 
@@ -35,18 +35,17 @@ def audit_key_path(settings: Settings) -> Path | None:
     """The key file's path: the setting, else beside the store (None for ``:memory:``).
 
     Raises:
-        ConfigError: the store is a PostgreSQL database and no key file is set. There is no
-            "beside" a database, and every replica must hash a child the same way: the key is
-            given to each (the environment or ``audit_key_file``), never made up by one of them.
+        ConfigError: a PostgreSQL store, which has no file to keep it beside (and replicas on
+            several hosts must share one key, or their log hashes would not match).
     """
     if settings.audit_key_file is not None:
         return settings.audit_key_file
     if settings.store == ":memory:":
         return None
-    if is_database_url(settings.store):
-        raise ConfigError("settings", "audit_key_file", "a PostgreSQL store needs its audit "
-                          "key given: set FHIR_ENGAGEMENT_AUDIT_KEY (hex) or audit_key_file, the "
-                          "same for every replica")
+    if is_postgres(settings.store):
+        raise ConfigError("settings", "audit_key_file", "a PostgreSQL store needs the audit key "
+                          "from FHIR_ENGAGEMENT_AUDIT_KEY or audit_key_file, the same for every "
+                          "replica")
     store = Path(settings.store)
     return store.with_name(f"{store.name}.keys") / "audit.key"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import psycopg
 
 from fhir_engagement.errors import StoreError
-from fhir_engagement.store.location import is_database_url, redacted
+from fhir_engagement.store import is_postgres, shown
 from fhir_engagement.store.postgres import PostgresStore
 from fhir_engagement.store.sqlite import SqliteStore
 
@@ -54,7 +54,7 @@ def copy_store(source: str, target: str,
         StoreError: either store cannot be opened, the target is not empty, or a count differs
             after the copy (then nothing was committed).
     """
-    if is_database_url(source) or not is_database_url(target):
+    if is_postgres(source) or not is_postgres(target):
         raise StoreError("store copy moves a SQLite store (--from FILE) into PostgreSQL "
                          "(--to postgresql://...)")
     holder = SqliteStore(source)  # its lock: no writer while we read; its migrations: all columns
@@ -69,7 +69,7 @@ def copy_store(source: str, target: str,
                     progress(table, rows[table])
             pg.commit()
     except (sqlite3.Error, psycopg.Error) as exc:
-        raise StoreError(f"cannot copy {source} to {redacted(target)}: "
+        raise StoreError(f"cannot copy {source} to {shown(target)}: "
                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                          ) from exc
     finally:
@@ -81,7 +81,7 @@ def _connect(target: str) -> psycopg.Connection[tuple[object, ...]]:
     try:
         return psycopg.connect(target)
     except psycopg.Error as exc:
-        raise StoreError(f"cannot reach {redacted(target)}: {type(exc).__name__}") from exc
+        raise StoreError(f"cannot reach {shown(target)}: {type(exc).__name__}") from exc
 
 
 def _copy_table(lite: sqlite3.Connection, pg: psycopg.Connection[tuple[object, ...]],

@@ -197,3 +197,31 @@ def test_the_gp_is_told_the_rule_s_own_reason(repeat: Decision, letters: LetterT
     gp = _drafts(repeat, letters, LetterFacts("Sam"))[1][1]
     assert "We wrote because of this pattern of missed care: 2nd not-brought in 365 days." \
         in _text(gp)
+
+
+@pytest.mark.parametrize("care", ["primary", "secondary", ""])
+def test_the_gp_sentence_follows_the_care_setting(
+    repeat: Decision, letters: LetterTemplates, care: str
+) -> None:
+    """rules.md s.8: wording follows the source's setting. A GP practice's letter (primary care)
+    keeps its copy in the child's record and does not say it will tell the child's GP; a
+    hospital's (secondary) and an unconfigured source's say the GP gets a copy."""
+    parent, gp = (_text(d) for _, d in _drafts(repeat, letters, LetterFacts("Sam", (MOTHER,)),
+                                                care=care))
+    told = "We will send a copy of this letter to Sam's GP."
+    kept = "We will keep a copy of this letter in Sam's records here at the practice."
+    assert (kept if care == "primary" else told) in parent
+    assert (told if care == "primary" else kept) not in parent
+    assert gp.startswith("Copy for the child's record:" if care == "primary" else "Copy for the GP:")
+    assert textstat.flesch_reading_ease(parent) >= 60, parent
+    assert textstat.flesch_reading_ease(gp.split("---", 1)[0]) >= 60, gp
+
+
+def test_a_template_broken_only_for_primary_care_stops_the_start(tmp_path: Path) -> None:
+    """A branch only one setting takes is tried at start-up, not first met in a GP's letter."""
+    shutil.copytree(MAPPINGS / "letters", tmp_path / "letters")
+    path = tmp_path / "letters" / "en.toml"
+    path.write_text(path.read_text().replace("in {{ child }}'s records here at the practice",
+                                             "in {{ childs }}'s records here at the practice", 1))
+    with pytest.raises(LetterTemplateError, match=r"parent\.body"):
+        load_letter_templates(tmp_path / "letters")
