@@ -128,3 +128,20 @@ def test_a_contained_resource_is_validated_fully_every_time() -> None:
     with pytest.raises(RecordError):
         validate_input({**contained, "contained": [{"resourceType": "Patient", "id": "a b"}]},
                        "here")
+
+
+def test_a_resource_too_deep_for_a_shape_is_judged_as_before() -> None:
+    # As deep as orjson reads (1,024 levels) is deeper than fhir.resources validates (and than
+    # a shape is taken): it fails as full validation always failed on it (the pipeline's guard
+    # makes it a named rejection), and no shape is kept for it.
+    appointment = json.loads((SCENARIOS / "01-single-wnb-no-status" / "bundle.json")
+                             .read_text())["entry"][1]["resource"]
+    deep: dict[str, Any] = {"url": "u"}
+    for _ in range(1000):
+        deep = {"url": "u", "extension": [deep]}
+    nested = {**appointment, "extension": [deep]}
+    with pytest.raises(RecursionError):
+        _full(nested)
+    with pytest.raises(RecursionError):
+        validate_input(nested, "here")
+    assert validate._PROVEN == {}
