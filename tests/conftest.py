@@ -25,6 +25,7 @@ from fhir_engagement.config import Settings
 from fhir_engagement.errors import StoreError
 from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.store import SqliteStore, Store
+from tests.postgres import pg_dsn, pg_server  # noqa: F401  (fixtures, for every test)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"

@@ -1,29 +1,37 @@
-"""store/sqlite.py caches child_of and event_alias answers: every write that changes an answer
-must be seen by the next lookup, before and after the write buffer is flushed, and a rollback
-must forget what it undid."""
+"""Both stores (sqlite.py, postgres.py) cache child_of and event_alias answers: every write that
+changes an answer must be seen by the next lookup, before and after the write buffer is flushed,
+and a rollback must forget what it undid."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from fhir_engagement.model import PatientFacts
-from fhir_engagement.store import SqliteStore
+from fhir_engagement.store import Store, open_store
+from fhir_engagement.store import postgres as postgres_store
 from fhir_engagement.store import sqlite as sqlite_store
 
 NHS = "9434765919"
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[SqliteStore]:
-    store = SqliteStore(str(tmp_path / "state.sqlite3"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    location = (str(request.getfixturevalue("pg_dsn")) if request.param == "postgresql"
+                else str(tmp_path / "state.sqlite3"))
+    store = open_store(location)
     yield store
     store.close()
 
 
-def test_a_child_unknown_then_filed_is_found(db: SqliteStore) -> None:
+def _module(db: Store) -> ModuleType:
+    return postgres_store if isinstance(db, postgres_store.PostgresStore) else sqlite_store
+
+
+def test_a_child_unknown_then_filed_is_found(db: Store) -> None:
     assert db.child_of("Patient/p1") is None  # the miss is remembered ...
     db.add_patient(PatientFacts(("Patient/p1",), NHS, None), f"nhs:{NHS}")
     found = db.child_of("Patient/p1")  # ... and forgotten when the child is filed
@@ -33,7 +41,7 @@ def test_a_child_unknown_then_filed_is_found(db: SqliteStore) -> None:
     assert db.child_of("Patient/p1") == found
 
 
-def test_a_birth_date_learnt_later_is_seen(db: SqliteStore) -> None:
+def test_a_birth_date_learnt_later_is_seen(db: Store) -> None:
     db.add_patient(PatientFacts(("Patient/p1",), NHS, None), f"nhs:{NHS}")
     db.commit()
     first = db.child_of("Patient/p1")
@@ -45,7 +53,7 @@ def test_a_birth_date_learnt_later_is_seen(db: SqliteStore) -> None:
     assert later.birth_date == "2019-04-01"
 
 
-def test_a_merge_moves_the_cached_names(db: SqliteStore) -> None:
+def test_a_merge_moves_the_cached_names(db: Store) -> None:
     db.add_patient(PatientFacts(("id:pas|123",), None, "2019-05-01"), "id:pas|123")
     db.add_patient(PatientFacts((f"nhs:{NHS}",), NHS, None), f"nhs:{NHS}")
     db.commit()
@@ -58,7 +66,7 @@ def test_a_merge_moves_the_cached_names(db: SqliteStore) -> None:
     assert (after.key, after.birth_date) == (f"nhs:{NHS}", "2019-05-01")
 
 
-def test_a_rollback_forgets_cached_children_and_event_aliases(db: SqliteStore) -> None:
+def test_a_rollback_forgets_cached_children_and_event_aliases(db: Store) -> None:
     db.add_patient(PatientFacts(("Patient/p1",), NHS, None), f"nhs:{NHS}")
     db.add_event_aliases(["Appointment|A1|2026-01-05T10:00"], "Appointment/a")
     assert db.child_of("Patient/p1") is not None
@@ -68,7 +76,7 @@ def test_a_rollback_forgets_cached_children_and_event_aliases(db: SqliteStore) -
     assert db.event_alias("Appointment|A1|2026-01-05T10:00") is None
 
 
-def test_the_first_event_to_claim_an_alias_keeps_it(db: SqliteStore) -> None:
+def test_the_first_event_to_claim_an_alias_keeps_it(db: Store) -> None:
     alias = "RJ1|Appointment|A1|2026-01-05T10:00"
     assert db.event_alias(alias) is None  # a remembered miss ...
     db.add_event_aliases([alias], "Appointment/a")  # ... replaced by the claim
@@ -79,13 +87,13 @@ def test_the_first_event_to_claim_an_alias_keeps_it(db: SqliteStore) -> None:
     assert db.event_alias(alias) == "Appointment/a"
 
 
-def test_the_caches_stay_bounded(db: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sqlite_store, "_LOOKUPS", 10)
+def test_the_caches_stay_bounded(db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_module(db), "_LOOKUPS", 10)
     for n in range(50):
         assert db.event_alias(f"alias {n}") is None
         assert db.child_of(f"Patient/{n}") is None
-    assert len(db._event_answers) <= 10
-    assert len(db._child_answers) <= 10
+    assert len(db._event_answers) <= 10  # type: ignore[attr-defined]
+    assert len(db._child_answers) <= 10  # type: ignore[attr-defined]
     db.add_event_aliases(["alias 3"], "Appointment/x")  # an evicted miss is asked again
     db.commit()
     assert db.event_alias("alias 3") == "Appointment/x"

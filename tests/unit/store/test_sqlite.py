@@ -1,4 +1,5 @@
-"""SqliteStore (store/sqlite.py) on a real SQLite file: every table's round trip, and what a commit keeps."""
+"""The store contract on both backends, a real SQLite file and a real PostgreSQL schema: every
+table's round trip, and what a commit keeps. SQLite-only behaviour is marked so."""
 
 from __future__ import annotations
 
@@ -7,31 +8,49 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
-from fhir_engagement.store import SqliteStore
+from fhir_engagement.store import SqliteStore, Store, is_postgres, open_store
 from fhir_engagement.store.base import OutputRow, ServerPatient
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 NHS = "9434765919"
 
 
-@pytest.fixture
-def path(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the store lives: a SQLite file, or a fresh PostgreSQL schema (its DSN)."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_dsn"))
     return str(tmp_path / "state.sqlite3")
 
 
 @pytest.fixture
-def db(path: str) -> Iterator[SqliteStore]:
-    store = SqliteStore(path)
+def sqlite_path(tmp_path: Path) -> str:
+    return str(tmp_path / "state.sqlite3")
+
+
+@pytest.fixture
+def db(path: str) -> Iterator[Store]:
+    store = open_store(path)
     yield store
     store.close()
 
 
-def _reopen(store: SqliteStore, path: str) -> SqliteStore:
+def _reopen(store: Store, path: str) -> Store:
     store.close()
-    return SqliteStore(path)
+    return open_store(path)
+
+
+def _committed_rows(path: str, table: str) -> int:
+    """Rows of ``table`` another connection sees: what is durable."""
+    if is_postgres(path):
+        with psycopg.connect(path) as other:
+            return int(other.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+    with sqlite3.connect(path) as other:
+        return int(other.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
 
 def _item(key: str, days: int, signal: str = "not-brought") -> HistoryItem:
@@ -39,7 +58,7 @@ def _item(key: str, days: int, signal: str = "not-brought") -> HistoryItem:
 
 
 # -- the inbox ------------------------------------------------------------------------------
-def test_inbox_keeps_a_message_once_per_sender_and_control_id(db: SqliteStore) -> None:
+def test_inbox_keeps_a_message_once_per_sender_and_control_id(db: Store) -> None:
     assert db.inbox_put("mllp", "PAS|RXQ", "c1", "mllp:2575", b"one")
     assert not db.inbox_put("mllp", "PAS|RXQ", "c1", "mllp:2575", b"one again")  # a re-send
     assert db.inbox_put("mllp", "LAB|RXQ", "c1", "mllp:2575", b"other sender")
@@ -50,7 +69,7 @@ def test_inbox_keeps_a_message_once_per_sender_and_control_id(db: SqliteStore) -
     assert db.inbox_depth()[0] == 3
 
 
-def test_inbox_done_leaves_only_what_is_still_pending(db: SqliteStore) -> None:
+def test_inbox_done_leaves_only_what_is_still_pending(db: Store) -> None:
     for i in range(3):
         db.inbox_put("mllp", "PAS|RXQ", f"c{i}", "mllp", f"m{i}".encode())
     first, second, _ = (row[0] for row in db.inbox_pending(10))
@@ -60,7 +79,7 @@ def test_inbox_done_leaves_only_what_is_still_pending(db: SqliteStore) -> None:
     assert not db.inbox_put("mllp", "PAS|RXQ", "c0", "mllp", b"m0")  # done is still remembered
 
 
-def test_inbox_failures_count_attempts_and_quarantine_takes_an_item_out(db: SqliteStore) -> None:
+def test_inbox_failures_count_attempts_and_quarantine_takes_an_item_out(db: Store) -> None:
     db.inbox_put("mllp", "PAS|RXQ", "c1", "mllp", b"poison")
     (item, _, _), = db.inbox_pending(1)
     assert db.inbox_failed(item, "boom") == 1
@@ -75,7 +94,7 @@ def test_inbox_failures_count_attempts_and_quarantine_takes_an_item_out(db: Sqli
 
 
 # -- dead letters ---------------------------------------------------------------------------
-def test_dead_letters_round_trip_and_can_be_forgotten(db: SqliteStore, path: str) -> None:
+def test_dead_letters_round_trip_and_can_be_forgotten(db: Store, path: str) -> None:
     db.dead_letter("replay:a.json", "not FHIR", b"\x00raw bytes")
     db.dead_letter("notify", "no resourceType", b"{}")
     db.commit()
@@ -94,7 +113,7 @@ def test_dead_letters_round_trip_and_can_be_forgotten(db: SqliteStore, path: str
 
 
 # -- outputs --------------------------------------------------------------------------------
-def test_outputs_belong_to_their_run_and_a_rewrite_replaces(db: SqliteStore) -> None:
+def test_outputs_belong_to_their_run_and_a_rewrite_replaces(db: Store) -> None:
     run1, run2 = db.start_run("first"), db.start_run("second")
     db.put_output(OutputRow("f1", "Flag", "nhs:1", b'{"v":1}'), run1)
     db.put_output(OutputRow("t1", "Task", "nhs:1", b'{"t":1}'), run1)
@@ -108,14 +127,14 @@ def test_outputs_belong_to_their_run_and_a_rewrite_replaces(db: SqliteStore) -> 
 
 
 # -- the delivery queue ---------------------------------------------------------------------
-def _queued(db: SqliteStore, *batches: str) -> None:
+def _queued(db: Store, *batches: str) -> None:
     run = db.start_run("test")
     for batch in batches:
         db.put_output(OutputRow(f"{batch}-task", "Task", "nhs:1", batch.encode()), run)
         db.enqueue_delivery(batch, "nhs:1", [f"{batch}-task"])
 
 
-def test_deliveries_are_due_in_order_with_their_outputs(db: SqliteStore) -> None:
+def test_deliveries_are_due_in_order_with_their_outputs(db: Store) -> None:
     _queued(db, "b1", "b2", "b3")
     assert db.due_deliveries(T0, 10) == [("b1", 0), ("b2", 0), ("b3", 0)]
     assert db.due_deliveries(T0, 2) == [("b1", 0), ("b2", 0)]
@@ -123,7 +142,7 @@ def test_deliveries_are_due_in_order_with_their_outputs(db: SqliteStore) -> None
     assert db.delivery_counts() == {"pending": 3}
 
 
-def test_delivery_done_retry_dead_and_again(db: SqliteStore) -> None:
+def test_delivery_done_retry_dead_and_again(db: Store) -> None:
     _queued(db, "ok", "later", "refused")
     now = datetime.now(UTC)
     # As the outbox does: read what is due first. (delivery_done/retry/dead do not flush, so on a
@@ -142,7 +161,7 @@ def test_delivery_done_retry_dead_and_again(db: SqliteStore) -> None:
 
 
 # -- signals and history --------------------------------------------------------------------
-def test_history_is_in_time_order_and_before_a_moment(db: SqliteStore) -> None:
+def test_history_is_in_time_order_and_before_a_moment(db: Store) -> None:
     db.add_signal("nhs:1", _item("Appointment/b", 10), "child", "test")
     db.add_signal("nhs:1", _item("Appointment/a", 0), "child", "test")
     db.add_signal("nhs:1", _item("Appointment/c", 20), "child", "test")
@@ -153,14 +172,14 @@ def test_history_is_in_time_order_and_before_a_moment(db: SqliteStore) -> None:
     assert db.signals_of("Appointment/unknown") == {}
 
 
-def test_adult_signals_are_kept_but_are_no_child_history(db: SqliteStore) -> None:
+def test_adult_signals_are_kept_but_are_no_child_history(db: Store) -> None:
     db.add_signal("nhs:9", _item("Appointment/x", 0), "adult", "test")
     assert db.history_before("nhs:9", T0 + timedelta(days=1)) == []
     assert db.signals_of("Appointment/x")["not-brought"].retracted is False
 
 
 def test_a_retracted_signal_leaves_the_history_now_and_after_reopening(
-    db: SqliteStore, path: str
+    db: Store, path: str
 ) -> None:
     for key, day in (("Appointment/a", 0), ("Appointment/b", 10)):
         db.add_signal("nhs:1", _item(key, day), "child", "test")
@@ -178,7 +197,7 @@ def test_a_retracted_signal_leaves_the_history_now_and_after_reopening(
 
 
 # -- patients and their aliases -------------------------------------------------------------
-def test_every_alias_of_a_child_resolves_to_one_key(db: SqliteStore) -> None:
+def test_every_alias_of_a_child_resolves_to_one_key(db: Store) -> None:
     db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, "2020"), f"nhs:{NHS}")
     child = db.child_of("Patient/p1")
     assert child is not None
@@ -188,7 +207,7 @@ def test_every_alias_of_a_child_resolves_to_one_key(db: SqliteStore) -> None:
     assert db.child_of("Patient/unknown") is None
 
 
-def test_merging_two_children_moves_names_history_and_outputs(db: SqliteStore, path: str) -> None:
+def test_merging_two_children_moves_names_history_and_outputs(db: Store, path: str) -> None:
     db.add_patient(PatientFacts(("id:pas|123",), None, "2019-05-01"), "id:pas|123")
     db.add_signal("id:pas|123", _item("Appointment/a1", 0), "child", "test")
     db.add_signal(f"nhs:{NHS}", _item("Appointment/a2", 1), "child", "test")
@@ -204,14 +223,14 @@ def test_merging_two_children_moves_names_history_and_outputs(db: SqliteStore, p
     assert history == ["Appointment/a1", "Appointment/a2"]  # both, in event-time order
     assert [r.id for r in db.child_outputs(f"nhs:{NHS}")] == ["t1"]
     db.close()
-    again = SqliteStore(path)
+    again = open_store(path)
     try:
         assert again.child_of("id:pas|123") == merged  # durable, and the indexes agree
     finally:
         again.close()
 
 
-def test_status_facts_are_found_by_any_alias_of_the_child(db: SqliteStore) -> None:
+def test_status_facts_are_found_by_any_alias_of_the_child(db: Store) -> None:
     db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, None), f"nhs:{NHS}")
     fact = StatusFact("EpisodeOfCare/e1", "Patient/p1", frozenset({"cpp"}), T0, None, True)
     db.add_status(fact)
@@ -219,7 +238,7 @@ def test_status_facts_are_found_by_any_alias_of_the_child(db: SqliteStore) -> No
 
 
 # -- durability -----------------------------------------------------------------------------
-def test_what_was_committed_survives_close_and_reopen(db: SqliteStore, path: str) -> None:
+def test_what_was_committed_survives_close_and_reopen(db: Store, path: str) -> None:
     db.add_patient(PatientFacts(("Patient/p1", f"nhs:{NHS}"), NHS, "2020-01-01"), f"nhs:{NHS}")
     db.add_event_aliases(["Appointment/a1", "urn:pas|a1"], "Appointment/a1")
     db.add_signal(f"nhs:{NHS}", _item("Appointment/a1", 0), "child", "test")
@@ -243,7 +262,7 @@ def test_what_was_committed_survives_close_and_reopen(db: SqliteStore, path: str
         db.close()
 
 
-def test_what_was_not_committed_is_gone_after_reopening(db: SqliteStore, path: str) -> None:
+def test_what_was_not_committed_is_gone_after_reopening(db: Store, path: str) -> None:
     db.add_patient(PatientFacts(("Patient/p1",), None, None), "Patient/p1")
     db.add_signal("Patient/p1", _item("Appointment/a1", 0), "child", "test")
     db.put_output(OutputRow("t1", "Task", "Patient/p1", b"{}"), db.start_run("lost"))
@@ -258,7 +277,7 @@ def test_what_was_not_committed_is_gone_after_reopening(db: SqliteStore, path: s
         db.close()
 
 
-def test_rollback_forgets_the_writes_since_the_last_commit(db: SqliteStore) -> None:
+def test_rollback_forgets_the_writes_since_the_last_commit(db: Store) -> None:
     db.add_patient(PatientFacts(("Patient/kept",), None, None), "Patient/kept")
     db.commit()
     db.add_patient(PatientFacts(("Patient/half",), None, None), "Patient/half")
@@ -269,19 +288,13 @@ def test_rollback_forgets_the_writes_since_the_last_commit(db: SqliteStore) -> N
     assert db.dead_letters() == []
 
 
-def test_a_delivery_still_in_the_write_buffer_is_updated_not_silently_missed(
-    tmp_path: Path,
-) -> None:
-    store = SqliteStore(str(tmp_path / "d.sqlite3"))
-    try:
-        store.enqueue_delivery("b1", "child", [])  # buffered: not flushed to the table yet
-        store.delivery_dead("b1", "refused")
-        assert store.delivery_counts() == {"dead": 1}
-        assert store.delivery_again("b1")
-        store.delivery_done("b1")
-        assert store.delivery_counts() == {"done": 1}
-    finally:
-        store.close()
+def test_a_delivery_still_in_the_write_buffer_is_updated_not_silently_missed(db: Store) -> None:
+    db.enqueue_delivery("b1", "child", [])  # buffered: not flushed to the table yet
+    db.delivery_dead("b1", "refused")
+    assert db.delivery_counts() == {"dead": 1}
+    assert db.delivery_again("b1")
+    db.delivery_done("b1")
+    assert db.delivery_counts() == {"done": 1}
 
 
 # -- each target server's Patient for a child's identifier -----------------------------------
@@ -290,7 +303,7 @@ NHS_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 
 
 def test_a_server_patient_answer_is_kept_per_server_across_a_reopen(
-    db: SqliteStore, path: str
+    db: Store, path: str
 ) -> None:
     db.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, ServerPatient("p1", T0))
     db.set_server_patient(SERVER_B, NHS_SYSTEM, NHS, ServerPatient(None, T0))
@@ -305,7 +318,7 @@ def test_a_server_patient_answer_is_kept_per_server_across_a_reopen(
         db.close()
 
 
-def test_a_newer_answer_replaces_the_older_and_forgetting_removes_it(db: SqliteStore) -> None:
+def test_a_newer_answer_replaces_the_older_and_forgetting_removes_it(db: Store) -> None:
     db.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, ServerPatient("p1", T0))
     later = ServerPatient("p2", T0 + timedelta(days=1))
     db.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, later)
@@ -314,14 +327,15 @@ def test_a_newer_answer_replaces_the_older_and_forgetting_removes_it(db: SqliteS
     assert db.server_patient(SERVER_A, NHS_SYSTEM, NHS) is None
 
 
-def test_an_uncommitted_answer_is_rolled_back(db: SqliteStore) -> None:
+def test_an_uncommitted_answer_is_rolled_back(db: Store) -> None:
     db.set_server_patient(SERVER_A, NHS_SYSTEM, NHS, ServerPatient("p1", T0))
     db.rollback()
     assert db.server_patient(SERVER_A, NHS_SYSTEM, NHS) is None
 
 
-def test_an_older_store_gets_the_server_patients_table_on_open(path: str) -> None:
-    """The migration: a store file made before the table existed opens and caches answers."""
+def test_an_older_store_gets_the_server_patients_table_on_open(sqlite_path: str) -> None:
+    """SQLite's migration: a store file made before the table existed opens and caches answers."""
+    path = sqlite_path
     old = sqlite3.connect(path)
     old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
     old.commit()
@@ -338,8 +352,8 @@ def test_an_older_store_gets_the_server_patients_table_on_open(path: str) -> Non
 # -- indexes on disk: nothing loaded at open, the write buffer flushed as it grows ---------
 def test_a_reader_opened_first_sees_what_the_writer_commits_after(path: str) -> None:
     # Indexes loaded at open would leave the reader blind to this; SQLite's own are not.
-    writer = SqliteStore(path)
-    reader = SqliteStore(path, exclusive=False)
+    writer = open_store(path)
+    reader = open_store(path, exclusive=False)
     try:
         writer.add_patient(PatientFacts(("Patient/1", f"nhs:{NHS}"), NHS, "2019-05-01"), "c1")
         writer.add_signal("c1", _item("Appointment/a", 0), "under-5", "file")
@@ -356,13 +370,12 @@ def test_a_reader_opened_first_sees_what_the_writer_commits_after(path: str) -> 
         writer.close()
 
 
-def test_lookups_hold_across_a_buffer_flushed_mid_transaction(db: SqliteStore, path: str) -> None:
+def test_lookups_hold_across_a_buffer_flushed_mid_transaction(db: Store, path: str) -> None:
     run = db.start_run("many")
     for n in range(10_000):  # beyond the 4,096 rows that send the buffer into the transaction
         db.add_signal(f"c{n % 50}", _item(f"Appointment/{n}", n % 300), "school-age", "file")
         db.put_output(OutputRow(f"t{n}", "Task", f"c{n % 50}", b"{}"), run)
-    with sqlite3.connect(path) as other:  # nothing durable before commit
-        assert other.execute("SELECT COUNT(*) FROM signals").fetchone()[0] == 0
+    assert _committed_rows(path, "signals") == 0  # nothing durable before commit
     assert set(db.signals_of("Appointment/0")) == {"not-brought"}  # flushed long ago
     assert set(db.signals_of("Appointment/9999")) == {"not-brought"}  # still in the buffer
     assert db.has_output("t0")
