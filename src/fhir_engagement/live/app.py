@@ -50,9 +50,10 @@ from fhir_engagement.live.tls import mllp_tls_context
 from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.live.workers import Supervisor, wake_on_decisions
 from fhir_engagement.pipeline import Engine, Pipeline
+from fhir_engagement.store import is_postgres
 from fhir_engagement.store.base import Store
 
-__all__ = ["MLLP_SERVER", "PIPELINE", "build_app", "is_postgres", "open_exposure"]
+__all__ = ["MLLP_SERVER", "PIPELINE", "build_app", "open_exposure"]
 
 _LOOPBACK = ("127.", "::1", "localhost")
 _BATCH = 100  # items an inbox worker takes per pass (between passes, the listeners get in)
@@ -75,11 +76,6 @@ def build_app(settings: Settings, engine: Engine, store: Store) -> web.Applicati
     if settings.mllp_port is not None:
         app.cleanup_ctx.append(_mllp)
     return app
-
-
-def is_postgres(store: str) -> bool:
-    """Whether the store setting names a PostgreSQL database (several replicas may share it)."""
-    return store.startswith(("postgresql://", "postgres://"))
 
 
 def open_exposure(settings: Settings) -> str:

@@ -22,10 +22,11 @@ from collections.abc import Mapping
 
 import psycopg
 
+from fhir_engagement.store.postgres import INBOX_CHANNEL as NOTIFY_CHANNEL
+
 __all__ = ["NOTIFY_CHANNEL", "listen_for_items"]
 
 _LOG = logging.getLogger(__name__)
-NOTIFY_CHANNEL = "fhir_engagement_inbox"
 _IDLE = 30.0  # seconds without a notification before the connection is checked (a silent drop)
 _CONNECT_TIMEOUT = 5  # seconds; psycopg's own default waits for the OS (minutes on a blackhole)
 
