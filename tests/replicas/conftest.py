@@ -1,4 +1,5 @@
-"""PostgreSQL for the replica tests: a fresh database per test, dropped after; the outage proxy.
+"""PostgreSQL for the replica tests: a fresh schema per test (tests/postgres.py), dropped after;
+the outage proxy in front of the server; a FHIR server (sekmet-fhir) of its own per test.
 
 Every machine that runs the suite has PostgreSQL 15 on 127.0.0.1:5432 (trust auth, user
 postgres; issue 14). Without it these tests fail with a message saying so, never skip.
@@ -6,57 +7,89 @@ postgres; issue 14). Without it these tests fail with a message saying so, never
 
 from __future__ import annotations
 
-import secrets
+import contextlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 
+from tests.conftest import free_port
+from tests.integration.conftest import SEKMET, FhirServer, FhirServerError
+from tests.postgres import drop_schema, fresh_schema, schema_dsn
 from tests.replicas.tcpproxy import TcpProxy
-
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-ADMIN_DSN = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/postgres"
 
 
 @dataclass(frozen=True)
 class Database:
-    """One throwaway database: its name, and a DSN to it directly or through a given port."""
+    """One throwaway schema: a DSN to it directly, or through another port (the proxy's)."""
 
-    name: str
+    schema: str
 
-    def dsn(self, port: int = PG_PORT) -> str:
-        return f"postgresql://postgres@{PG_HOST}:{port}/{self.name}"
+    def dsn(self, port: int | None = None) -> str:
+        direct = schema_dsn(self.schema)
+        if port is None:
+            return direct
+        parts = urlsplit(direct)
+        netloc = parts.netloc.rsplit("@", 1)
+        host = f"{parts.hostname}:{port}"
+        return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+    @property
+    def server(self) -> tuple[str, int]:
+        parts = urlsplit(schema_dsn(self.schema))
+        return parts.hostname or "127.0.0.1", parts.port or 5432
 
 
-def _admin() -> psycopg.Connection[tuple[object, ...]]:
-    try:
-        return psycopg.connect(ADMIN_DSN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL does not answer at {PG_HOST}:{PG_PORT} as user postgres "
-                    f"({type(exc).__name__}): the replica tests need the machine's PostgreSQL 15 "
-                    "(issue 14; .ci/run checks it)", pytrace=False)
-
-
-@pytest.fixture
-def database() -> Iterator[Database]:
-    """A database of its own for one test (CREATE DATABASE), dropped after, sessions and all."""
-    db = Database(f"fe_replicas_{secrets.token_hex(6)}")
-    with _admin() as admin:
-        admin.execute(f"CREATE DATABASE {db.name}")
+@contextlib.contextmanager
+def temp_database() -> Iterator[Database]:
+    """A schema of its own; dropped after, its sessions (the replicas') ended first."""
+    db = Database(fresh_schema())
     try:
         yield db
     finally:
-        with _admin() as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {db.name} WITH (FORCE)")
+        drop_schema(db.schema)
 
 
 @pytest.fixture
-async def pg_proxy() -> AsyncIterator[TcpProxy]:
-    """The outage proxy in front of the machine's PostgreSQL."""
-    proxy = TcpProxy(PG_HOST, PG_PORT)
+def database(pg_server: str) -> Iterator[Database]:
+    with temp_database() as db:
+        yield db
+
+
+@pytest.fixture
+async def pg_proxy(database: Database) -> AsyncIterator[TcpProxy]:
+    """The outage proxy in front of the PostgreSQL that ``database`` is on."""
+    proxy = TcpProxy(*database.server)
     await proxy.start()
     try:
         yield proxy
     finally:
         await proxy.close()
+
+
+@contextlib.contextmanager
+def temp_fhir(workdir: Path) -> Iterator[FhirServer]:
+    """A sekmet-fhir of its own: two runs write the same deterministic ids, so each run's
+    writes are counted on an empty server."""
+    if not os.access(SEKMET, os.X_OK):
+        pytest.fail(f"sekmet-fhir is not installed at {SEKMET}: the replica tests need a real FHIR "
+                    "server (.ci/run installs it)", pytrace=False)
+    workdir.mkdir(parents=True)
+    server = FhirServer(SEKMET, workdir, free_port())
+    try:
+        server.start()
+    except FhirServerError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fhir(tmp_path: Path) -> Iterator[FhirServer]:
+    with temp_fhir(tmp_path / "sekmet") as server:
+        yield server
