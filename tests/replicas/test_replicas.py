@@ -4,7 +4,7 @@ Real parts throughout: ``serve`` processes started through the CLI, the machine'
 fresh schema per test), a sekmet-fhir server of its own per test, real HTTP and MLLP sockets.
 The feed (harness.py): 1,000 no-shows, the issue's number: 40 children, 25 each (two weeks
 apart, all in one 12-month window), half the children over HTTP and half over MLLP, dealt
-round-robin over the replicas. About 50 s a case on this 2-core machine. Two processes on one
+round-robin over the replicas. 30-40 s a case on this 2-core machine. Two processes on one
 store without the lease (each deciding) fail these comparisons: lowered escalations.
 """
 
