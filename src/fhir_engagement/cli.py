@@ -62,7 +62,7 @@ from fhir_engagement.reports.letters import letter_html, letter_pdf, open_letter
 from fhir_engagement.reports.mix import mix_csv, mix_report, mix_text
 from fhir_engagement.reports.period import Period
 from fhir_engagement.reports.rates import rate_csv, rate_report, rate_text
-from fhir_engagement.store import Store, open_store
+from fhir_engagement.store import Store, is_postgres, open_store
 from fhir_engagement.store.auditkey import audit_key
 
 __all__ = ["main"]
@@ -105,6 +105,8 @@ _AFTER_STORE_ERROR = {
 def _command(args: argparse.Namespace) -> int:
     """The command asked for, with settings and mappings loaded first (errors go up)."""
     settings = _settings(args)
+    if args.command == "store":  # the store itself: no mappings needed to migrate or inspect it
+        return _store(args, settings, sys.stdout)
     engine = load_engine(settings)
     if args.command == "check":
         return _check(engine, settings, sys.stdout)
@@ -149,7 +151,7 @@ def _log_folder(args: argparse.Namespace) -> Path:
             store = Settings.load(args.config).store
         except Exception:  # the settings may be what failed: then the current folder
             store = None
-    if not store or store == ":memory:":
+    if not store or store == ":memory:" or is_postgres(store):  # a database: no folder of its own
         return Path.cwd()
     return Path(store).resolve().parent
 
@@ -168,7 +170,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=Path, help="where to write the Bundle (the dry run)")
     rp.add_argument("--fhir-base", help="also write each decision to this FHIR server, through "
                     "the store's outbox (token from FHIR_ENGAGEMENT_FHIR_TOKEN)")
-    rp.add_argument("--store", help="SQLite file that keeps state across runs, or :memory:")
+    rp.add_argument("--store", help="SQLite file that keeps state across runs, :memory:, or a "
+                    "postgresql:// DSN")
     rp.add_argument("--source", help="source system name, for local codes (mappings/local/)")
     rp.add_argument("--quiet", action="store_true", help="no progress lines")
     sub.add_parser("check", help="load and check mappings and rules, then print what was loaded")
@@ -176,29 +179,31 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("action", choices=("list", "show", "retry"))
     dl.add_argument("id", nargs="?", type=int, help="the dead letter's id (show, retry)")
     dl.add_argument("--reveal", action="store_true", help=_REVEAL_HELP)
-    dl.add_argument("--store", help="SQLite file that keeps state")
+    dl.add_argument("--store", help="SQLite file or postgresql:// DSN that keeps state")
     ib = sub.add_parser("inbox", help="live input waiting or quarantined: list, show, retry, drop")
     ib.add_argument("action", choices=("list", "show", "retry", "drop"))
     ib.add_argument("id", nargs="?", type=int, help="the inbox item's id (show, retry, drop)")
     ib.add_argument("--all", action="store_true", help="list: done items too")
     ib.add_argument("--reveal", action="store_true", help=_REVEAL_HELP)
-    ib.add_argument("--store", help="SQLite file that keeps state")
+    ib.add_argument("--store", help="SQLite file or postgresql:// DSN that keeps state")
     sb = sub.add_parser("subscribe", help="create or repair the Subscriptions on the FHIR server")
     sb.add_argument("--fhir-base", required=True, help="the FHIR server's base URL")
     sb.add_argument("--endpoint", required=True, help="where the server should send: "
                     "http://adapter:8080/notify")
     sb.add_argument("--rotate", action="store_true", help="give every Subscription a new secret "
                     "(the old one is accepted for subscription_secret_grace seconds)")
-    sb.add_argument("--store", help="SQLite file that keeps state (the secrets' generations)")
+    sb.add_argument("--store", help="SQLite file or postgresql:// DSN that keeps state (the "
+                    "secrets' generations)")
     sv = sub.add_parser("serve", help="run the listener(s): HTTP (health, dashboard) and MLLP")
     sv.add_argument("--host", help="HTTP address (default 127.0.0.1)")
     sv.add_argument("--port", type=int, help="HTTP port (default 8080)")
     sv.add_argument("--mllp-port", type=int, help="MLLP port for HL7 v2 feeds (off by default)")
-    sv.add_argument("--store", help="SQLite file that keeps state")
+    sv.add_argument("--store", help="SQLite file or postgresql:// DSN that keeps state")
     sv.add_argument("--fhir-base", help="the FHIR server to read context from and write back to")
     sv.add_argument("--insecure", action="store_true", help="listen beyond this machine without "
                     "credentials (warned at every start; for a network you trust completely)")
     _report_parser(sub)
+    _store_parser(sub)
     lt = sub.add_parser("letter", help="a send-wnb-letter Task's letter draft: text, HTML or PDF "
                         "(audited: it names a child)")
     lt.add_argument("task_id", metavar="TASK_ID", help="the send-wnb-letter Task's id (fe-task-...)")
@@ -207,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
     lt.add_argument("--format", choices=("text", "html", "pdf"), default="text")
     lt.add_argument("--out", type=Path, help="write to this file (0600) instead of printing; "
                     "needed for pdf")
-    lt.add_argument("--store", help="the SQLite store to read")
+    lt.add_argument("--store", help="the store to read (SQLite file or postgresql:// DSN)")
     return parser
 
 
@@ -479,14 +484,77 @@ def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
                             "(e.g. Organization/RJ1)")
         kp.add_argument("--csv", type=Path, help="also write the figures as CSV")
         kp.add_argument("--svg", type=Path, help="also write the chart as SVG")
-        kp.add_argument("--store", help="the SQLite store to read")
+        kp.add_argument("--store", help="the store to read (SQLite file or postgresql:// DSN)")
     cp = kinds.add_parser("chronology", help="one child's events and actions, in order (audited)")
     cp.add_argument("--patient", required=True, metavar="NHS_NUMBER",
                     help="the child's NHS number (required: chronologies are never aggregate)")
     cp.add_argument("--bundle", type=Path, help="also write a FHIR Bundle (collection)")
     cp.add_argument("--household", action="store_true",
                     help="also each brother or sister (sharing a parent or carer), each read audited")
-    cp.add_argument("--store", help="the SQLite store to read")
+    cp.add_argument("--store", help="the store to read (SQLite file or postgresql:// DSN)")
+
+
+def _store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``store ACTION``: one subparser per action, each with its own --store (add more here)."""
+    sp = sub.add_parser("store", help="the store itself: apply migrations, show its state")
+    actions = sp.add_subparsers(dest="store_action", required=True)
+    for name, text in (("migrate", "apply pending schema migrations (PostgreSQL), print them"),
+                       ("status", "backend, schema version, pending migrations, queue counts")):
+        ap = actions.add_parser(name, help=text)
+        ap.add_argument("--store", help="SQLite file or postgresql:// DSN")
+
+
+def _store(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
+    """``store migrate|status``; an unreachable or absent store is a usage error (exit 2)."""
+    location = settings.store
+    try:
+        if is_postgres(location):
+            return _postgres_store(args.store_action, location, out)
+        return _sqlite_store(args.store_action, location, out)
+    except StoreError as exc:
+        print(f"fhir-engagement store {args.store_action}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _postgres_store(action: str, location: str, out: TextIO) -> int:
+    # Imported here, as open_store does: a SQLite-only command never loads the driver.
+    from fhir_engagement.store.postgres import apply_migrations, display_name, migration_status
+
+    if action == "migrate":
+        applied = apply_migrations(location)
+        print(f"store: {display_name(location)} (postgresql)", file=out)
+        print(f"applied: {', '.join(applied)}" if applied else "applied: none (up to date)",
+              file=out)
+        return EXIT_OK
+    version, pending, counts = migration_status(location)
+    print(f"store: {display_name(location)} (postgresql)", file=out)
+    print(f"schema version: {version or 'none (store migrate, or any command, applies them)'}",
+          file=out)
+    print(f"pending migrations: {', '.join(pending) or 'none'}", file=out)
+    for name, count in (counts or {}).items():
+        print(f"{name}: {count:,}", file=out)
+    return EXIT_OK
+
+
+def _sqlite_store(action: str, location: str, out: TextIO) -> int:
+    if location != ":memory:" and not Path(location).is_file() and action == "status":
+        print(f"fhir-engagement store status: no store at {location}", file=sys.stderr)
+        return EXIT_USAGE
+    store = open_store(location, exclusive=False)  # opening applies schema.sql: the migration
+    try:
+        store.commit()
+        print(f"store: {location} (sqlite)", file=out)
+        if action == "migrate":
+            print("applied: schema.sql at open (SQLite keeps no versioned migrations)", file=out)
+            return EXIT_OK
+        print("schema version: schema.sql (applied at every open)\npending migrations: none",
+              file=out)
+        print(f"inbox pending: {store.inbox_depth()[0]:,}", file=out)
+        print(f"deliveries pending: {store.delivery_counts().get('pending', 0):,}", file=out)
+        print(f"dead letters: {len(store.dead_letter_rows()):,}", file=out)
+    finally:
+        store.close()
+    return EXIT_OK
 
 
 def _day(text: str) -> date:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from fhir_engagement.config import Settings
 from fhir_engagement.errors import ConfigError
+from fhir_engagement.store import is_postgres
 from fhir_engagement.store.base import Audit, Transactional
 
 __all__ = ["audit_key", "audit_key_path"]
@@ -31,11 +32,20 @@ class _KeyedStore(Audit, Transactional, Protocol):
 
 
 def audit_key_path(settings: Settings) -> Path | None:
-    """The key file's path: the setting, else beside the store (None for ``:memory:``)."""
+    """The key file's path: the setting, else beside the store (None for ``:memory:``).
+
+    Raises:
+        ConfigError: a PostgreSQL store, which has no file to keep it beside (and replicas on
+            several hosts must share one key, or their log hashes would not match).
+    """
     if settings.audit_key_file is not None:
         return settings.audit_key_file
     if settings.store == ":memory:":
         return None
+    if is_postgres(settings.store):
+        raise ConfigError("settings", "audit_key_file", "a PostgreSQL store needs the audit key "
+                          "from FHIR_ENGAGEMENT_AUDIT_KEY or audit_key_file, the same for every "
+                          "replica")
     store = Path(settings.store)
     return store.with_name(f"{store.name}.keys") / "audit.key"
 

@@ -103,7 +103,9 @@ def display_name(location: str) -> str:
 
 
 def _scrub(text: str, location: str) -> str:
-    """An error message without the password, should the driver quote the DSN."""
+    """An error message on one line (libpq's span several) without the password, should the
+    driver quote the DSN."""
+    text = " ".join(text.split())
     try:
         password = conninfo_to_dict(location).get("password")
     except psycopg.ProgrammingError:
@@ -326,6 +328,7 @@ class PostgresStore:
         try:
             self._db().commit()
         except psycopg.Error as exc:
+            self._lost(exc)
             raise StoreError(f"cannot commit to {self.name}: "
                              f"{_scrub(str(exc).strip(), self.location)}") from exc
 

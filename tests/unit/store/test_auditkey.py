@@ -111,3 +111,12 @@ def test_an_environment_key_must_be_hex_of_16_bytes_or_more() -> None:
     with pytest.raises(ConfigError, match="audit_key"):
         Settings.load(env={"FHIR_ENGAGEMENT_AUDIT_KEY": "abc"})
     assert Settings.load(env={"FHIR_ENGAGEMENT_AUDIT_KEY": "ab" * 16}).audit_key == "ab" * 16
+
+
+def test_a_postgresql_store_needs_a_shared_key_and_has_no_file_beside_it() -> None:
+    # Replicas on several hosts hash children alike only with one key: none is made up per host.
+    settings = Settings(store="postgresql://postgres@127.0.0.1:5432/test")
+    with pytest.raises(ConfigError, match="FHIR_ENGAGEMENT_AUDIT_KEY or audit_key_file"):
+        audit_key_path(settings)
+    assert audit_key_path(settings.model_copy(update={"audit_key_file": Path("/k/audit.key")})) \
+        == Path("/k/audit.key")
