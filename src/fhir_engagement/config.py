@@ -184,6 +184,10 @@ class Settings(BaseModel):
     # write-back: how long (seconds) a target server's Patient id found by NHS-number search is
     # reused before the server is asked again (live/patients.py; "none found" is kept 10 min at most)
     server_patient_ttl: float = Field(default=86400.0, gt=0)
+    # several serve processes on one PostgreSQL store (docs/replicas.md): how this one is named
+    # in /metrics and /readyz (default hostname:pid), and how often a standby asks for the lease
+    replica_name: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9._:-]*$")
+    lease_retry: float = Field(default=0.5, gt=0)
 
     @field_validator("sources")
     @classmethod

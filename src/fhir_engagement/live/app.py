@@ -2,7 +2,9 @@
 
 Long-lived work (the MLLP listener, the inbox workers, the outbox) runs under ``cleanup_ctx`` so it
 starts with the app and is cancelled and awaited when it stops; the workers run under one
-Supervisor (workers.py) that restarts any that stops. State lives in typed ``AppKey``s
+Supervisor (workers.py) that restarts any that stops. The deciding workers (both inbox drains and
+the outbox) run a pass only while this replica holds the store's lease (lease.py); on PostgreSQL a
+listener (wakeups.py) wakes them for items other replicas accepted. State lives in typed ``AppKey``s
 (keys.py); there are no globals. Routes are in routes.py, the error answers in middleware.py.
 """
 
@@ -20,20 +22,26 @@ from fhir_engagement.config import Settings
 from fhir_engagement.fhirserver.auth import token_source
 from fhir_engagement.fhirserver.client import FhirClient
 from fhir_engagement.ingest.mllp import MllpSettings, start_mllp_server
+from fhir_engagement.live import recovery
+from fhir_engagement.live.fhir_inbox import CHANNEL as FHIR_CHANNEL
 from fhir_engagement.live.fhir_inbox import FhirInbox
 from fhir_engagement.live.keys import (
     CLIENT,
     ENGINE,
     FHIR_INBOX,
+    INBOX_WAKES,
+    LEASE,
     MLLP_SERVER,
     OUTBOX_WAKE,
     PIPELINE,
+    REPLICA,
     SETTINGS,
     STATUS_SOURCES,
     STORE,
     SUPERVISOR,
     WAKE,
 )
+from fhir_engagement.live.lease import Lease, replica_name
 from fhir_engagement.live.middleware import errors
 from fhir_engagement.live.outbox import Outbox
 from fhir_engagement.live.routes import add_routes
@@ -42,6 +50,7 @@ from fhir_engagement.live.tls import mllp_tls_context
 from fhir_engagement.live.v2_inbox import V2Inbox
 from fhir_engagement.live.workers import Supervisor, wake_on_decisions
 from fhir_engagement.pipeline import Engine, Pipeline
+from fhir_engagement.store import is_postgres
 from fhir_engagement.store.base import Store
 
 __all__ = ["MLLP_SERVER", "PIPELINE", "build_app", "open_exposure"]
@@ -58,7 +67,11 @@ def build_app(settings: Settings, engine: Engine, store: Store) -> web.Applicati
     app[SUPERVISOR] = Supervisor(app[PIPELINE].stats)
     app[WAKE] = asyncio.Event()
     app[OUTBOX_WAKE] = asyncio.Event()
+    app[LEASE] = Lease(store, app[PIPELINE].stats, settings.lease_retry)
+    app[REPLICA] = replica_name(settings.replica_name)
+    app[INBOX_WAKES] = {FHIR_CHANNEL: app[WAKE], recovery.CHANNEL: app[WAKE]}
     add_routes(app)
+    app.cleanup_ctx.append(_replica)  # first in, last out: the lease is given up after the drains
     app.cleanup_ctx.append(_fhir)
     if settings.mllp_port is not None:
         app.cleanup_ctx.append(_mllp)
@@ -80,13 +93,34 @@ def open_exposure(settings: Settings) -> str:
     return ""
 
 
+async def _replica(app: web.Application) -> AsyncIterator[None]:
+    """This replica among its peers: the NOTIFY listener on PostgreSQL; the lease given up last.
+
+    On SQLite there is nothing to listen to: one process holds the file, and the listeners' own
+    wake events already reach its workers."""
+    settings = app[SETTINGS]
+    listener = None
+    if is_postgres(settings.store):
+        from fhir_engagement.live.wakeups import listen_for_items  # psycopg: PostgreSQL only
+
+        listener = asyncio.create_task(listen_for_items(settings.store, app[INBOX_WAKES]),
+                                       name="inbox-notifications")
+    yield
+    if listener is not None:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+    app[LEASE].release()  # after the final drains (the other contexts stop first): a peer goes on
+
+
 async def _mllp(app: web.Application) -> AsyncIterator[None]:
     """The MLLP listener and the worker that drains its inbox, for the app's lifetime."""
     settings = app[SETTINGS]
     inbox = V2Inbox(app[PIPELINE], max_attempts=settings.inbox_max_attempts)
     inbox.committed = _decided(app)
     inbox.status = app.get(STATUS_SOURCES)  # made by _fhir, which runs first
-    wake = asyncio.Event()
+    wake = app[INBOX_WAKES][inbox.channel] = asyncio.Event()
+    lease = app[LEASE]
 
     async def handle(raw: bytes) -> bytes:
         ack, fresh = await inbox.accept(raw, f"mllp:{settings.mllp_port}")
@@ -99,26 +133,34 @@ async def _mllp(app: web.Application) -> AsyncIterator[None]:
     server = await start_mllp_server(handle, inbox.refuse_oversize, settings.mllp_host,
                                      settings.mllp_port or 0, limits)
     app[MLLP_SERVER] = server
-    app[SUPERVISOR].start("v2-inbox", lambda: _worker(partial(inbox.drain, _BATCH), wake))
+    app[SUPERVISOR].start("v2-inbox", lambda: _worker(partial(inbox.drain, _BATCH), wake, lease))
     yield
     await server.close()
     await app[SUPERVISOR].stop("v2-inbox")
-    with contextlib.suppress(TimeoutError):  # graceful: what was acknowledged is processed
-        await asyncio.wait_for(_until_empty(inbox.drain), settings.shutdown_grace)
+    if _still_holds(lease):  # graceful: what was acknowledged is processed; a standby decides nothing
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_until_empty(inbox.drain), settings.shutdown_grace)
 
 
-async def _worker(drain: Callable[[], Awaitable[int]], wake: asyncio.Event,
+async def _worker(drain: Callable[[], Awaitable[int]], wake: asyncio.Event, lease: Lease,
                   idle: float = 5.0) -> None:
     """Drain whenever woken, and every ``idle`` seconds (an item an operator put back); at start
-    too, so what was kept before a restart goes first."""
+    too, so what was kept before a restart goes first. Each pass waits for the lease first: a
+    standby stays there, asking every ``lease.retry`` seconds, and drains once it takes over."""
     wake.set()
     while True:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(idle):  # no task per wait: this loop turns per message
                 await wake.wait()
         wake.clear()
+        await lease.hold()
         if await drain() >= _BATCH:
             wake.set()  # a full batch: there may be more (a short one emptied the queue)
+
+
+def _still_holds(lease: Lease) -> bool:
+    """At stop: whether this replica held the lease and still does (never taken on the way out)."""
+    return lease.held and lease.check()
 
 
 async def _until_empty(drain: Callable[[], Awaitable[int]]) -> None:
@@ -142,12 +184,15 @@ async def _fhir(app: web.Application) -> AsyncIterator[None]:
         inbox.committed = _decided(app)
         outbox = (Outbox(app[STORE], client, patient_ttl=settings.server_patient_ttl)
                   if client is not None else None)
-        supervisor.start("fhir-inbox", lambda: _worker(partial(inbox.drain, _BATCH), app[WAKE]))
+        lease = app[LEASE]
+        supervisor.start("fhir-inbox",
+                         lambda: _worker(partial(inbox.drain, _BATCH), app[WAKE], lease))
         if outbox is not None:
-            supervisor.start("outbox", lambda: outbox.run(app[OUTBOX_WAKE]))
+            supervisor.start("outbox", lambda: outbox.run(app[OUTBOX_WAKE], lease=lease.hold))
         yield
         await supervisor.stop("fhir-inbox", "outbox")
-        await _finish(inbox, outbox, settings.shutdown_grace)
+        if _still_holds(lease):
+            await _finish(inbox, outbox, settings.shutdown_grace)
 
 
 def _decided(app: web.Application) -> Callable[[], None]:

@@ -4,13 +4,16 @@ Built with ``prometheus_client`` so the text is always well formed: label values
 subscription name with a newline or a quote cannot add a line), every family has HELP and TYPE,
 and counters end in ``_total``. Each app has its own ``CollectorRegistry`` (never the library's
 global one: tests run several apps in one process), holding one collector that reads the live
-values at scrape time. No label names a person: subscription labels are the senders' URLs or
-ids, cut to a bounded length, with anything shaped like an NHS number masked.
+values at scrape time. Each replica reports itself (``replica`` label, the lease, whether the
+store answers, its lag): while the store does not answer, those are still served and the families
+read from the store are left out, so the scrape says why rather than failing. No label names a
+person: subscription labels are the senders' URLs or ids, cut to a bounded length, with anything
+shaped like an NHS number masked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -18,8 +21,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from fhir_engagement.errors import StoreError
 from fhir_engagement.fhirserver.subscribe import OVERDUE_PERIODS
-from fhir_engagement.live.keys import CLIENT, PIPELINE, SETTINGS, STORE
+from fhir_engagement.live.keys import CLIENT, LEASE, PIPELINE, REPLICA, SETTINGS, STORE
 from fhir_engagement.observability import mask_identifiers
 
 __all__ = ["LABEL_MAX", "LiveCollector", "metrics_handler", "metrics_registry"]
@@ -67,9 +71,37 @@ class LiveCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._pipeline()
-        yield from self._queues()
-        yield from self._subscriptions()
+        reachable = yield from self._replica()
+        if reachable:
+            yield from self._from_store()
         yield from self._client()
+
+    def _from_store(self) -> list[Metric]:
+        """The families read from the store, all built before any is served: none half-made."""
+        try:
+            return [*self._queues(), *self._subscriptions()]
+        except StoreError:  # it stopped answering between two queries: the next scrape says so
+            return []
+
+    def _replica(self) -> Generator[Metric, None, bool]:
+        """This replica: its name, the lease, the store's health; returns whether it answers."""
+        health = self.app[STORE].health()
+        info = GaugeMetricFamily("fhir_engagement_replica",
+                                 "This replica (1), by name and store backend.",
+                                 labels=["replica", "backend"])
+        info.add_metric([safe_label(self.app[REPLICA]), health.backend], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "fhir_engagement_lease_held",
+            "1 while this replica holds the lease: it decides and delivers (0: a standby).",
+            value=int(self.app[LEASE].held))
+        yield GaugeMetricFamily("fhir_engagement_store_reachable",
+                                "1 while the store answers.", value=int(health.reachable))
+        if health.lag_seconds is not None:
+            yield GaugeMetricFamily("fhir_engagement_store_lag_seconds",
+                                    "How far the configured read replica is behind.",
+                                    value=health.lag_seconds)
+        return health.reachable
 
     def _pipeline(self) -> Iterator[Metric]:
         events = CounterMetricFamily(

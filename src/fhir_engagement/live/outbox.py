@@ -26,7 +26,7 @@ import contextlib
 import copy
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -106,14 +106,18 @@ class Outbox:
                 await asyncio.sleep(min(1.0, max(end - loop.time(), 0)))
         return report
 
-    async def run(self, wake: asyncio.Event, idle: float = 1.0) -> None:
+    async def run(self, wake: asyncio.Event, idle: float = 1.0,
+                  lease: Callable[[], Awaitable[None]] | None = None) -> None:
         """Serve mode: deliver whenever woken (each committed decision sets ``wake``), and at
         least every ``idle`` seconds: a rescheduled batch falls due with no decision to wake it.
 
         It ends only when cancelled. A batch's own failure is contained in ``_deliver``; what
         reaches here is the store failing, which no batch caused: logged, tried again later.
+        ``lease`` is awaited before each pass: with several replicas only the lease holder sends.
         """
         while True:
+            if lease is not None:
+                await lease()
             # Cleared before the pass, not after: a decision committed while a batch is on the
             # wire sets it again, and the next pass starts at once instead of after ``idle``.
             wake.clear()

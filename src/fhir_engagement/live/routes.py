@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from http import HTTPStatus
 
@@ -13,7 +14,9 @@ from fhir_engagement.live.keys import (
     CLIENT,
     ENGINE,
     FHIR_INBOX,
+    LEASE,
     PIPELINE,
+    REPLICA,
     SETTINGS,
     STORE,
     SUPERVISOR,
@@ -24,6 +27,9 @@ from fhir_engagement.live.middleware import Handler, check_credential, check_rea
 from fhir_engagement.reports.dashboard import Dashboard
 
 __all__ = ["add_routes"]
+
+# A driver's reason may quote the connection string (and a password in it): never shown.
+_SECRETS = re.compile(r"\S+://\S+|password\s*=\s*\S+", re.IGNORECASE)
 
 
 def add_routes(app: web.Application) -> None:
@@ -59,19 +65,18 @@ async def healthz(_: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready: every worker runs, the inbox moves, the store and the FHIR server (if any) answer.
 
-    Anyone may ask whether (a load balancer must); what is wrong is for holders of the read
-    credential only, and never names a secret, a URL or a path.
+    Anyone may ask whether (a load balancer must); what is wrong, this replica's name, whether it
+    holds the lease (a standby is ready: it takes input) and the store's lag are for holders of
+    the read credential only, and never name a secret, a URL or a path.
     """
     problems = [f"worker {name} is down ({why}), restarting"
                 for name, why in sorted(request.app[SUPERVISOR].down().items())]
-    try:
-        _, oldest = request.app[STORE].inbox_depth()
-    except StoreError:
-        problems.append("store: not answering")
+    health = request.app[STORE].health()
+    if not health.reachable:
+        problems.append(f"store: not reachable ({_SECRETS.sub('…', health.reason.splitlines()[0])})"
+                        if health.reason else "store: not reachable")
     else:
-        limit = request.app[SETTINGS].inbox_max_age
-        if oldest is not None and (datetime.now(UTC) - oldest).total_seconds() > limit:
-            problems.append(f"inbox: the oldest item has waited over {limit:.0f} s")
+        problems += _inbox_problems(request.app)
     client = request.app.get(CLIENT)
     if client is not None:
         try:
@@ -81,8 +86,21 @@ async def readyz(request: web.Request) -> web.Response:
     status = HTTPStatus.SERVICE_UNAVAILABLE if problems else HTTPStatus.OK
     body: dict[str, object] = {"ready": not problems}
     if may_read(request):
-        body["problems"] = problems
+        body |= {"problems": problems, "replica": request.app[REPLICA],
+                 "lease": "held" if request.app[LEASE].held else "standby",
+                 "store": health.backend, "lag_seconds": health.lag_seconds}
     return web.json_response(body, status=status)
+
+
+def _inbox_problems(app: web.Application) -> list[str]:
+    try:
+        _, oldest = app[STORE].inbox_depth()
+    except StoreError:
+        return ["store: not answering"]
+    limit = app[SETTINGS].inbox_max_age
+    if oldest is not None and (datetime.now(UTC) - oldest).total_seconds() > limit:
+        return [f"inbox: the oldest item has waited over {limit:.0f} s"]
+    return []
 
 
 async def notify(request: web.Request) -> web.Response:
