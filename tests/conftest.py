@@ -10,8 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import re
 import socket
+import subprocess
+import sys
 import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -124,6 +127,15 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
     s = SqliteStore(str(tmp_path / "state.sqlite3"))
     yield s
     s.close()
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    """``fhir-engagement ARGS`` in a process of its own, as an operator runs it (warnings are
+    errors); ``env`` adds to the environment."""
+    full = {**os.environ, "PYTHONWARNINGS": "error", **env}
+    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd, env=full,
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def free_port() -> int:

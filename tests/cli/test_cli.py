@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import MAPPINGS, SCENARIOS
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "error"}
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+from tests.conftest import MAPPINGS, SCENARIOS, run_cli
 
 
 def test_replay_fixtures_writes_one_transaction_bundle_and_exits_0(tmp_path: Path) -> None:
     out = tmp_path / "out.json"
     # The README's demo: every fixture, the region's sources named by its settings.
     settings = SCENARIOS.parent / "region" / "settings.toml"
-    run = _cli("--config", str(settings), "replay", str(SCENARIOS.parent), "--out", str(out),
+    run = run_cli("--config", str(settings), "replay", str(SCENARIOS.parent), "--out", str(out),
                "--store", str(tmp_path / "s.sqlite3"), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     bundle = json.loads(out.read_text())
@@ -38,8 +29,8 @@ def test_replay_fixtures_writes_one_transaction_bundle_and_exits_0(tmp_path: Pat
 def test_second_run_on_the_same_store_writes_nothing_new(tmp_path: Path) -> None:
     args = ("replay", str(SCENARIOS / "07-persistent-wnb-ladder"), "--store",
             str(tmp_path / "s.sqlite3"), "--out")
-    assert _cli(*args, str(tmp_path / "1.json"), cwd=tmp_path).returncode == 0
-    second = _cli(*args, str(tmp_path / "2.json"), cwd=tmp_path)
+    assert run_cli(*args, str(tmp_path / "1.json"), cwd=tmp_path).returncode == 0
+    second = run_cli(*args, str(tmp_path / "2.json"), cwd=tmp_path)
     assert second.returncode == 0
     assert json.loads((tmp_path / "2.json").read_text())["entry"] == []
     assert "duplicates ignored: 3" in second.stderr
@@ -55,7 +46,7 @@ def test_bad_records_are_named_with_file_and_position_and_the_rest_carries_on(
         '{"resourceType":"Appointment","id":"x1","status":7,"start":"2026-01-05T10:00:00Z"}\n'
         "[1, 2]\n")
     shutil.copytree(SCENARIOS / "01-single-wnb-no-status", inputs / "good")
-    run = _cli("replay", str(inputs), "--out", str(tmp_path / "o.json"), "--store", ":memory:",
+    run = run_cli("replay", str(inputs), "--out", str(tmp_path / "o.json"), "--store", ":memory:",
                cwd=tmp_path)
     assert run.returncode == 1
     assert "Traceback" not in run.stderr
@@ -69,7 +60,7 @@ def test_bad_records_are_named_with_file_and_position_and_the_rest_carries_on(
 
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
-    run = _cli("replay", str(tmp_path), cwd=tmp_path)  # --out missing
+    run = run_cli("replay", str(tmp_path), cwd=tmp_path)  # --out missing
     assert run.returncode == 2
     assert "--out" in run.stderr
 
@@ -80,7 +71,7 @@ def test_a_broken_mapping_stops_start_up_naming_file_and_line(tmp_path: Path) ->
     path = mappings / "fhir" / "Appointment.toml"
     path.write_text(path.read_text().replace('signal = "family-cancelled"',
                                              'signal = "family-canceled"', 1))
-    run = _cli("--mappings", str(mappings), "replay", str(SCENARIOS), "--out",
+    run = run_cli("--mappings", str(mappings), "replay", str(SCENARIOS), "--out",
                str(tmp_path / "o.json"), cwd=tmp_path)
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
@@ -92,7 +83,7 @@ def test_a_broken_mapping_stops_start_up_naming_file_and_line(tmp_path: Path) ->
 
 
 def test_check_prints_the_loaded_mappings_and_rules_version(tmp_path: Path) -> None:
-    run = _cli("check", cwd=tmp_path)
+    run = run_cli("check", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     # 41 [[rule]] tables in mappings/rules.toml: the 33 of rules.md s.5 and the 8 of s.8
     assert "rules: version 2026.11-default, 41 cells" in run.stdout
@@ -109,7 +100,7 @@ def test_serve_on_a_port_in_use_says_so_without_a_traceback(tmp_path: Path) -> N
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        run = _cli("serve", "--port", str(port), "--store", str(tmp_path / "s.sqlite3"),
+        run = run_cli("serve", "--port", str(port), "--store", str(tmp_path / "s.sqlite3"),
                    cwd=tmp_path)
     assert run.returncode == 2
     assert "Traceback" not in run.stderr

@@ -8,30 +8,23 @@ joins children. So s28-a's household is s28-b and s28-c, and s28-d is in no one'
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fhir_engagement.store import SqliteStore
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, run_cli
 
 CASE = next(SCENARIOS.glob("28-*"))
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "error", "FHIR_ENGAGEMENT_OPERATOR": "Dr Household"}
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("household")
     path = folder / "state.sqlite3"
-    run = _cli("replay", str(CASE), "--out", str(folder / "bundle.json"), "--store", str(path),
+    run = run_cli("replay", str(CASE), "--out", str(folder / "bundle.json"), "--store", str(path),
                "--quiet", cwd=folder)
     assert run.returncode == 0, run.stderr
     return path
@@ -48,7 +41,7 @@ def _accesses(path: Path) -> list[tuple[str, str]]:
 def test_the_household_view_shows_each_brother_and_sister_and_audits_each(
     store: Path, tmp_path: Path
 ) -> None:
-    run = _cli("report", "chronology", "--patient", "9990028001", "--household", "--store",
+    run = run_cli("report", "chronology", "--patient", "9990028001", "--household", "--store",
                str(store), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("Engagement chronology for NHS number 999 002 8001")
@@ -62,7 +55,7 @@ def test_the_household_view_shows_each_brother_and_sister_and_audits_each(
 
 
 def test_without_household_only_the_named_child_is_shown(store: Path, tmp_path: Path) -> None:
-    run = _cli("report", "chronology", "--patient", "9990028001", "--store", str(store),
+    run = run_cli("report", "chronology", "--patient", "9990028001", "--store", str(store),
                cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "brother or sister" not in run.stdout
@@ -70,7 +63,7 @@ def test_without_household_only_the_named_child_is_shown(store: Path, tmp_path: 
 
 
 def test_a_child_with_no_household_says_so(store: Path, tmp_path: Path) -> None:
-    run = _cli("report", "chronology", "--patient", "9990028303", "--household", "--store",
+    run = run_cli("report", "chronology", "--patient", "9990028303", "--household", "--store",
                str(store), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "No brother or sister is known to share a parent or carer." in run.stdout

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from fhir_engagement.store import SqliteStore
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd,
-                          env={**os.environ, "PYTHONWARNINGS": "error"}, capture_output=True,
-                          text=True, timeout=120, check=False)
+from tests.conftest import run_cli
 
 
 def _quarantined_store(path: str) -> None:
@@ -31,7 +23,7 @@ def _quarantined_store(path: str) -> None:
 def test_list_show_retry_and_drop(tmp_path: Path) -> None:
     store = str(tmp_path / "s.sqlite3")
     _quarantined_store(store)
-    listed = _cli("inbox", "list", "--store", store, cwd=tmp_path)
+    listed = run_cli("inbox", "list", "--store", store, cwd=tmp_path)
     assert listed.returncode == 0
     rows = [line.split("\t") for line in listed.stdout.splitlines()]
     assert [(r[0], r[2], r[3], r[4], r[5]) for r in rows] == [
@@ -40,11 +32,11 @@ def test_list_show_retry_and_drop(tmp_path: Path) -> None:
     assert rows[0][6] == "processing failed (KeyError)"
     assert [r[7] for r in rows] == ["HL7 v2 message (type unreadable), 17 bytes",
                                     "FHIR Bundle, 26 bytes"]
-    shown = _cli("inbox", "show", "1", "--reveal", "--store", store, cwd=tmp_path)
+    shown = run_cli("inbox", "show", "1", "--reveal", "--store", store, cwd=tmp_path)
     assert shown.stdout == "MSH|^~\\&|PAS|RXQ\n"  # text mode reads the segment's CR as a newline
 
-    assert _cli("inbox", "retry", "1", "--store", store, cwd=tmp_path).returncode == 0
-    assert _cli("inbox", "drop", "2", "--store", store, cwd=tmp_path).returncode == 0
+    assert run_cli("inbox", "retry", "1", "--store", store, cwd=tmp_path).returncode == 0
+    assert run_cli("inbox", "drop", "2", "--store", store, cwd=tmp_path).returncode == 0
     check = SqliteStore(store)
     assert [(r.id, r.state, r.attempts) for r in check.inbox_rows(("pending", "dropped"))] == [
         (1, "pending", 0), (2, "dropped", 0)]
@@ -56,6 +48,6 @@ def test_list_show_retry_and_drop(tmp_path: Path) -> None:
 def test_an_unknown_item_is_exit_2_with_a_message(tmp_path: Path) -> None:
     store = str(tmp_path / "s.sqlite3")
     _quarantined_store(store)
-    done = _cli("inbox", "retry", "99", "--store", store, cwd=tmp_path)
+    done = run_cli("inbox", "retry", "99", "--store", store, cwd=tmp_path)
     assert done.returncode == 2
     assert "no item 99" in done.stderr

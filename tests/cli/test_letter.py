@@ -7,28 +7,22 @@ and its text read back (pdftotext), never by looking inside our own output.
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
 from fhir_engagement.store import SqliteStore
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, run_cli
 
 CASE = SCENARIOS / "40-wnb-letter-two-children"
 APPOINTMENT = "Amira was not brought to the Orthoptics appointment on Tuesday 10 March 2026 at 14:30."
 REBOOK = "How to book a new time: please call the number on your appointment letter."
 
 
-def _cli(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "error", **extra}
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +30,7 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A store holding scenario 40's outputs, and Amira's send-wnb-letter Task id."""
     folder = tmp_path_factory.mktemp("letter")
     store = folder / "state.sqlite3"
-    run = _cli("replay", str(CASE), "--out", str(folder / "bundle.json"), "--store", str(store),
+    run = run_cli("replay", str(CASE), "--out", str(folder / "bundle.json"), "--store", str(store),
                "--quiet", cwd=folder)
     assert run.returncode == 0, run.stderr
     bundle = orjson.loads((folder / "bundle.json").read_bytes())
@@ -52,7 +46,7 @@ def _flat(text: str) -> str:
 
 def test_text_is_printed_and_the_read_is_audited(replayed: tuple[Path, str], tmp_path: Path) -> None:
     store, task = replayed
-    run = _cli("letter", task, "--store", str(store), cwd=tmp_path,
+    run = run_cli("letter", task, "--store", str(store), cwd=tmp_path,
                FHIR_ENGAGEMENT_OPERATOR="Admin Clerk")
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("Amira was not brought to an appointment\n\nDear Sara Khan,")
@@ -67,7 +61,7 @@ def test_text_is_printed_and_the_read_is_audited(replayed: tuple[Path, str], tmp
 
 def test_the_gp_copy(replayed: tuple[Path, str], tmp_path: Path) -> None:
     store, task = replayed
-    run = _cli("letter", task, "--copy", "gp", "--store", str(store), cwd=tmp_path)
+    run = run_cli("letter", task, "--copy", "gp", "--store", str(store), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("Copy for the GP: Amira was not brought to an appointment")
     assert "Dear Oak Lane Surgery," in run.stdout
@@ -77,7 +71,7 @@ def test_the_gp_copy(replayed: tuple[Path, str], tmp_path: Path) -> None:
 def test_html_is_written_private(replayed: tuple[Path, str], tmp_path: Path) -> None:
     store, task = replayed
     out = tmp_path / "letters" / "amira.html"
-    run = _cli("letter", task, "--format", "html", "--out", str(out), "--store", str(store),
+    run = run_cli("letter", task, "--format", "html", "--out", str(out), "--store", str(store),
                cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     html = out.read_text()
@@ -90,7 +84,7 @@ def test_html_is_written_private(replayed: tuple[Path, str], tmp_path: Path) -> 
 def test_pdf_renders_and_reads_back(replayed: tuple[Path, str], tmp_path: Path) -> None:
     store, task = replayed
     pdf = tmp_path / "amira.pdf"
-    run = _cli("letter", task, "--format", "pdf", "--out", str(pdf), "--store", str(store),
+    run = run_cli("letter", task, "--format", "pdf", "--out", str(pdf), "--store", str(store),
                cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert pdf.read_bytes().startswith(b"%PDF-")
@@ -110,7 +104,7 @@ def test_pdf_renders_and_reads_back(replayed: tuple[Path, str], tmp_path: Path) 
 
 def test_pdf_needs_an_out_file(replayed: tuple[Path, str], tmp_path: Path) -> None:
     store, task = replayed
-    run = _cli("letter", task, "--format", "pdf", "--store", str(store), cwd=tmp_path)
+    run = run_cli("letter", task, "--format", "pdf", "--store", str(store), cwd=tmp_path)
     assert run.returncode == 2
     assert "--format pdf needs --out FILE" in run.stderr
     assert run.stdout == ""
@@ -120,7 +114,7 @@ def test_pdf_needs_an_out_file(replayed: tuple[Path, str], tmp_path: Path) -> No
 def test_an_unknown_task_is_a_clear_message(replayed: tuple[Path, str], tmp_path: Path,
                                             task: str) -> None:
     store, _ = replayed
-    run = _cli("letter", task, "--store", str(store), cwd=tmp_path)
+    run = run_cli("letter", task, "--store", str(store), cwd=tmp_path)
     assert run.returncode == 2
     assert "no letter draft for Task" in run.stderr
     assert "Traceback" not in run.stderr
@@ -136,7 +130,7 @@ def test_a_task_without_a_letter_is_a_clear_message(replayed: tuple[Path, str],
         review = next(r.id for r in db.outputs_of_kind("Task")
                       if b'"review-impact"' in r.resource)
         before = len(db.accesses())
-        run = _cli("letter", review, "--store", str(store), cwd=tmp_path)
+        run = run_cli("letter", review, "--store", str(store), cwd=tmp_path)
         assert run.returncode == 2
         assert "no letter draft for Task" in run.stderr
         assert len(db.accesses()) == before
@@ -145,7 +139,7 @@ def test_a_task_without_a_letter_is_a_clear_message(replayed: tuple[Path, str],
 
 
 def test_no_store_is_a_clear_message(tmp_path: Path) -> None:
-    run = _cli("letter", "fe-task-1", "--store", str(tmp_path / "none.sqlite3"), cwd=tmp_path)
+    run = run_cli("letter", "fe-task-1", "--store", str(tmp_path / "none.sqlite3"), cwd=tmp_path)
     assert run.returncode == 2
     assert "no store at" in run.stderr
     assert "Traceback" not in run.stderr
@@ -160,7 +154,7 @@ def test_html_escapes_a_child_called_script(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "bundle.json").write_bytes(orjson.dumps(doc))
     store = tmp_path / "s.sqlite3"
-    run = _cli("replay", str(tmp_path / "in"), "--out", str(tmp_path / "b.json"), "--store",
+    run = run_cli("replay", str(tmp_path / "in"), "--out", str(tmp_path / "b.json"), "--store",
                str(store), "--quiet", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     bundle = orjson.loads((tmp_path / "b.json").read_bytes())
@@ -168,7 +162,7 @@ def test_html_escapes_a_child_called_script(tmp_path: Path) -> None:
                 if e["resource"]["resourceType"] == "Task"
                 and e["resource"]["code"]["coding"][0]["code"] == "send-wnb-letter"
                 and e["resource"]["focus"]["reference"].endswith("/s40-a2"))
-    html = _cli("letter", task, "--format", "html", "--store", str(store), cwd=tmp_path).stdout
+    html = run_cli("letter", task, "--format", "html", "--store", str(store), cwd=tmp_path).stdout
     assert "<script>" not in html
     assert "<img" not in html
     assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; was not brought" in html

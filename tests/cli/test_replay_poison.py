@@ -8,21 +8,14 @@ carry on, write every good record's outputs, and name each rejection with its fi
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, run_cli
 
 GOOD = SCENARIOS / "01-single-wnb-no-status" / "bundle.json"
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "error"}
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def _variant(tag: str, nhs: str) -> dict[str, object]:
@@ -90,13 +83,13 @@ def test_poison_records_are_rejected_by_name_and_every_good_output_is_written(
 ) -> None:
     good = tmp_path / "good"
     shutil.copytree(SCENARIOS, good)
-    clean = _cli("replay", str(good), "--out", str(tmp_path / "clean.json"), "--store", ":memory:",
+    clean = run_cli("replay", str(good), "--out", str(tmp_path / "clean.json"), "--store", ":memory:",
                  "--quiet", cwd=tmp_path)
     assert clean.returncode == 0, clean.stderr
 
     poison = _poison(tmp_path / "poison")
     out = tmp_path / "mixed.json"
-    mixed = _cli("replay", str(good), str(tmp_path / "poison"), "--out", str(out), "--store",
+    mixed = run_cli("replay", str(good), str(tmp_path / "poison"), "--out", str(out), "--store",
                  str(tmp_path / "s.sqlite3"), "--quiet", cwd=tmp_path)
 
     assert mixed.returncode == 1, mixed.stderr
@@ -120,10 +113,10 @@ def test_poison_records_are_rejected_by_name_and_every_good_output_is_written(
 def test_rejects_are_kept_as_dead_letters_with_where(tmp_path: Path) -> None:
     poison = _poison(tmp_path / "poison")
     store = str(tmp_path / "s.sqlite3")
-    run = _cli("replay", str(tmp_path / "poison"), "--out", str(tmp_path / "o.json"),
+    run = run_cli("replay", str(tmp_path / "poison"), "--out", str(tmp_path / "o.json"),
                "--store", store, "--quiet", cwd=tmp_path)
     assert run.returncode == 1, run.stderr
-    listed = _cli("deadletter", "list", "--store", store, cwd=tmp_path)
+    listed = run_cli("deadletter", "list", "--store", store, cwd=tmp_path)
     origins = [line.split("\t")[2] for line in listed.stdout.splitlines()]
     assert len(origins) == len(_rejects(run.stderr))
     assert any(o.startswith(str(poison["SCH time 00010101"])) for o in origins), origins

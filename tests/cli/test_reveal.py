@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import getpass
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fhir_engagement.store import SqliteStore
-from tests.conftest import free_port
+from tests.conftest import free_port, run_cli
 
 NHS, NAME, BORN = "9434765919", "SMITHSON", "20160505"
 RAW_V2 = (f"MSH|^~\\&|PAS|RXQ|ENG|RXQ|202501011000||ADT^A01|C9|P|2.5\r"
@@ -22,11 +19,6 @@ RAW_FHIR = (f'{{"resourceType": "Patient", "identifier": [{{"value": "{NHS}"}}],
 REASON = f"PID-7: not a date: '{BORN}x' (patient {NHS} born 2016-05-05, {NAME[:3]} 05/05/2016)"
 
 
-def _cli(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FHIR_ENGAGEMENT_")}
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd,
-                          env={**env, "PYTHONWARNINGS": "error", **extra}, capture_output=True,
-                          text=True, timeout=120, check=False)
 
 
 @pytest.fixture
@@ -57,12 +49,12 @@ def _no_identifiers(text: str) -> None:
 
 @pytest.mark.parametrize("command", ["deadletter", "inbox"])
 def test_list_and_show_print_no_identifier(store: str, tmp_path: Path, command: str) -> None:
-    listed = _cli(command, "list", "--store", store, cwd=tmp_path)
+    listed = run_cli(command, "list", "--store", store, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     _no_identifiers(listed.stdout)
     assert f"HL7 v2 ADT^A01, {len(RAW_V2)} bytes" in listed.stdout
     assert "not a date: <9 chars> (patient <number> born <date>" in listed.stdout
-    shown = _cli(command, "show", "1", "--store", store, cwd=tmp_path)
+    shown = run_cli(command, "show", "1", "--store", store, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     _no_identifiers(shown.stdout)
     assert "--reveal" in shown.stdout
@@ -70,7 +62,7 @@ def test_list_and_show_print_no_identifier(store: str, tmp_path: Path, command: 
 
 
 def test_a_fhir_dead_letter_is_previewed_by_type_only(store: str, tmp_path: Path) -> None:
-    listed = _cli("deadletter", "list", "--store", store, cwd=tmp_path)
+    listed = run_cli("deadletter", "list", "--store", store, cwd=tmp_path)
     assert listed.stdout.splitlines()[1].endswith(f"\tFHIR Patient, {len(RAW_FHIR)} bytes")
 
 
@@ -78,14 +70,14 @@ def test_a_fhir_dead_letter_is_previewed_by_type_only(store: str, tmp_path: Path
 def test_reveal_prints_the_raw_content_and_is_audited_as_the_operator(
     store: str, tmp_path: Path, command: str
 ) -> None:
-    shown = _cli(command, "show", "1", "--reveal", "--store", store, cwd=tmp_path,
+    shown = run_cli(command, "show", "1", "--reveal", "--store", store, cwd=tmp_path,
                  FHIR_ENGAGEMENT_OPERATOR="nurse.a@trust")
     assert shown.returncode == 0, shown.stderr
     assert NHS in shown.stdout
     assert NAME in shown.stdout
     assert _accesses(store) == [(f"nurse.a@trust (OS user {getpass.getuser()})",
                                  f"{command} reveal")]
-    again = _cli(command, "show", "1", "--reveal", "--store", store, cwd=tmp_path)
+    again = run_cli(command, "show", "1", "--reveal", "--store", store, cwd=tmp_path)
     assert again.returncode == 0
     assert _accesses(store)[1] == (getpass.getuser(), f"{command} reveal")
 
@@ -93,7 +85,7 @@ def test_reveal_prints_the_raw_content_and_is_audited_as_the_operator(
 def test_reveal_with_an_unreachable_fhir_server_says_so_and_still_audits(
     store: str, tmp_path: Path
 ) -> None:
-    shown = _cli("deadletter", "show", "2", "--reveal", "--store", store, cwd=tmp_path,
+    shown = run_cli("deadletter", "show", "2", "--reveal", "--store", store, cwd=tmp_path,
                  FHIR_ENGAGEMENT_FHIR_BASE=f"http://127.0.0.1:{free_port()}/fhir",
                  FHIR_ENGAGEMENT_DELIVER_TIMEOUT="5")
     assert shown.returncode == 0, shown.stderr

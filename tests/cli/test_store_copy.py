@@ -8,26 +8,17 @@ line into a fresh PostgreSQL schema; then both stores are read through the same 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from fhir_engagement.store import open_store
 from fhir_engagement.store.base import Access, Store
-from tests.conftest import SCENARIOS
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONWARNINGS": "error"}
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+from tests.conftest import SCENARIOS, run_cli
 
 
 def _sqlite_store(tmp_path: Path) -> Path:
     path = tmp_path / "state.sqlite3"
-    run = _cli("replay", str(SCENARIOS), "--out", str(tmp_path / "one.json"), "--store",
+    run = run_cli("replay", str(SCENARIOS), "--out", str(tmp_path / "one.json"), "--store",
                str(path), "--quiet", cwd=tmp_path)
     assert run.returncode in (0, 1), run.stderr  # 1: the scenarios hold refused records
     store = open_store(str(path))
@@ -69,7 +60,7 @@ def test_a_copied_store_reads_the_same_and_a_rerun_writes_nothing_new(
     tmp_path: Path, pg_dsn: str
 ) -> None:
     source = _sqlite_store(tmp_path)
-    copied = _cli("store", "copy", "--from", str(source), "--to", pg_dsn, cwd=tmp_path)
+    copied = run_cli("store", "copy", "--from", str(source), "--to", pg_dsn, cwd=tmp_path)
     assert copied.returncode == 0, copied.stderr
     assert "signals:" in copied.stdout
     assert "dead_letters: " in copied.stdout
@@ -88,31 +79,31 @@ def test_a_copied_store_reads_the_same_and_a_rerun_writes_nothing_new(
         lite.close()
         pg.close()
     # The history came along: replaying the same files into PostgreSQL decides nothing again.
-    rerun = _cli("replay", str(SCENARIOS), "--out", str(tmp_path / "two.json"), "--store", pg_dsn,
+    rerun = run_cli("replay", str(SCENARIOS), "--out", str(tmp_path / "two.json"), "--store", pg_dsn,
                  "--quiet", cwd=tmp_path)
     assert rerun.returncode in (0, 1), rerun.stderr
     assert json.loads((tmp_path / "two.json").read_text()).get("entry", []) == []
-    rates = [_cli("report", "rate", "--store", s, cwd=tmp_path) for s in (str(source), pg_dsn)]
+    rates = [run_cli("report", "rate", "--store", s, cwd=tmp_path) for s in (str(source), pg_dsn)]
     assert rates[0].returncode == rates[1].returncode == 0
     assert rates[0].stdout == rates[1].stdout
 
 
 def test_a_store_that_holds_rows_is_never_copied_into(tmp_path: Path, pg_dsn: str) -> None:
     source = _sqlite_store(tmp_path)
-    assert _cli("store", "copy", "--from", str(source), "--to", pg_dsn, cwd=tmp_path).returncode == 0
-    again = _cli("store", "copy", "--from", str(source), "--to", pg_dsn, cwd=tmp_path)
+    assert run_cli("store", "copy", "--from", str(source), "--to", pg_dsn, cwd=tmp_path).returncode == 0
+    again = run_cli("store", "copy", "--from", str(source), "--to", pg_dsn, cwd=tmp_path)
     assert again.returncode == 2
     assert "only fills an empty store" in again.stderr
     assert "Traceback" not in again.stderr
 
 
 def test_copy_names_what_is_wrong_with_its_arguments(tmp_path: Path, pg_dsn: str) -> None:
-    missing = _cli("store", "copy", "--from", str(tmp_path / "none.sqlite3"), "--to", pg_dsn,
+    missing = run_cli("store", "copy", "--from", str(tmp_path / "none.sqlite3"), "--to", pg_dsn,
                    cwd=tmp_path)
     assert missing.returncode == 2
     assert "no SQLite store at" in missing.stderr
     source = _sqlite_store(tmp_path)
-    into_file = _cli("store", "copy", "--from", str(source), "--to", str(tmp_path / "x.sqlite3"),
+    into_file = run_cli("store", "copy", "--from", str(source), "--to", str(tmp_path / "x.sqlite3"),
                      cwd=tmp_path)
     assert into_file.returncode == 2
     assert "into PostgreSQL" in into_file.stderr

@@ -7,24 +7,17 @@ Task's urn:uuid to its new id).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 
 from fhir_engagement.decisions.ids import LETTER_SYSTEM
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, run_cli
 from tests.integration.conftest import FhirServer
 
 CASE = SCENARIOS / "40-wnb-letter-two-children"
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=180,
-                          check=False)
 
 
 async def _drafts(http: aiohttp.ClientSession, base: str) -> list[dict]:
@@ -42,7 +35,7 @@ async def test_the_drafts_go_with_their_tasks_once(
 ) -> None:
     base = fhir_server.base_url
     args = ("replay", str(CASE), "--fhir-base", base, "--quiet")
-    first = _cli(*args, "--store", str(tmp_path / "a.sqlite3"), cwd=tmp_path)
+    first = run_cli(*args, "--store", str(tmp_path / "a.sqlite3"), cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     drafts = await _drafts(http, base)
     assert len(drafts) == 4
@@ -56,6 +49,6 @@ async def test_the_drafts_go_with_their_tasks_once(
         assert task["code"]["coding"][0]["code"] == "send-wnb-letter"
         assert task["focus"] == draft["about"][0]
     # The same input through a fresh store: the conditional creates find the drafts already there.
-    again = _cli(*args, "--store", str(tmp_path / "b.sqlite3"), cwd=tmp_path)
+    again = run_cli(*args, "--store", str(tmp_path / "b.sqlite3"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert len(await _drafts(http, base)) == 4

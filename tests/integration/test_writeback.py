@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -24,7 +21,7 @@ from fhir_engagement.pipeline import Engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import SqliteStore
 from fhir_engagement.store.base import OutputRow
-from tests.conftest import SCENARIOS
+from tests.conftest import SCENARIOS, run_cli
 from tests.hl7v2.messages import nhs_number
 from tests.integration.conftest import FhirServer, put_patients
 
@@ -35,10 +32,6 @@ NHS_07 = json.loads((LADDER / "bundle.json").read_text())["entry"][0]["resource"
 OUTAGE = 30.0  # seconds the FHIR server is down (issue 3: "stop the FHIR server for 30 s")
 
 
-def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fhir_engagement", *args], cwd=cwd,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=180,
-                          check=False)
 
 
 async def _count(http: aiohttp.ClientSession, base: str, query: str) -> int:
@@ -58,7 +51,7 @@ async def test_replay_writes_each_decision_once_to_the_server(
 ) -> None:
     args = ("replay", str(LADDER), "--fhir-base", fhir_server.base_url, "--store",
             str(tmp_path / "s.sqlite3"), "--quiet")
-    first = _cli(*args, cwd=tmp_path)
+    first = run_cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "3 decisions written, 0 refused" in first.stderr
     base = fhir_server.base_url
@@ -70,7 +63,7 @@ async def test_replay_writes_each_decision_once_to_the_server(
     ladder = [await _count(http, base, f"Task?focus=Appointment/s07-a{i}") for i in (1, 2, 3)]
     assert sum(ladder) == EXPECTED_TASKS
     # The same input again, through a fresh store: the conditional writes find what is there.
-    again = _cli(*args[:-3], "--store", str(tmp_path / "other.sqlite3"), cwd=tmp_path)
+    again = run_cli(*args[:-3], "--store", str(tmp_path / "other.sqlite3"), cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert await _count(http, base, "Task") == tasks_before
 
