@@ -123,14 +123,15 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)
 
 
-@pytest.fixture(scope="session")
-def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
-    """sekmet-fhir for the whole session, on a free port with its data in a temporary folder."""
+@contextlib.contextmanager
+def sekmet_in(workdir: Path) -> Iterator[FhirServer]:
+    """sekmet-fhir on a free port with its data in ``workdir``, stopped after; a test fails (never
+    skips) when it is not installed or does not start."""
     if not os.access(SEKMET, os.X_OK):
         pytest.fail(f"sekmet-fhir is not installed at {SEKMET}. The integration tests need a real "
                     f"FHIR server; .ci/run installs it, or run from {ROOT}: {INSTALL_HINT}",
                     pytrace=False)
-    server = FhirServer(SEKMET, tmp_path_factory.mktemp("sekmet"), free_port())
+    server = FhirServer(SEKMET, workdir, free_port())
     try:
         server.start()
     except FhirServerError as exc:
@@ -139,6 +140,13 @@ def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def fhir_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
+    """sekmet-fhir for the whole session, its data in a temporary folder."""
+    with sekmet_in(tmp_path_factory.mktemp("sekmet")) as server:
+        yield server
 
 
 @pytest.fixture

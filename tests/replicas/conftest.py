@@ -8,7 +8,6 @@ postgres; issue 14). Without it these tests fail with a message saying so, never
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.conftest import free_port
-from tests.integration.conftest import SEKMET, FhirServer, FhirServerError
+from tests.integration.conftest import FhirServer, sekmet_in
 from tests.postgres import drop_schema, fresh_schema, schema_dsn
 from tests.replicas.tcpproxy import TcpProxy
 
@@ -74,19 +72,9 @@ async def pg_proxy(database: Database) -> AsyncIterator[TcpProxy]:
 def temp_fhir(workdir: Path) -> Iterator[FhirServer]:
     """A sekmet-fhir of its own: two runs write the same deterministic ids, so each run's
     writes are counted on an empty server."""
-    if not os.access(SEKMET, os.X_OK):
-        pytest.fail(f"sekmet-fhir is not installed at {SEKMET}: the replica tests need a real FHIR "
-                    "server (.ci/run installs it)", pytrace=False)
     workdir.mkdir(parents=True)
-    server = FhirServer(SEKMET, workdir, free_port())
-    try:
-        server.start()
-    except FhirServerError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    with sekmet_in(workdir) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
