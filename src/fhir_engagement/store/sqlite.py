@@ -399,7 +399,7 @@ class SqliteStore:
     def prefetch(self, event_keys: Collection[str], event_aliases: Collection[str],
                  patients: Collection[str]) -> None:
         """Read the next events' aliases and whether their keys have signals in one query per
-        _AHEAD names, instead of one per event each (a 20k replay asked ~40,000 times, nearly
+        _IN_LIST names, instead of one per event each (a 20k replay asked ~40,000 times, nearly
         all answered "none"); the answers go where the per-event lookups look first."""
         wanted = [a for a in dict.fromkeys(event_aliases)
                   if a not in self._pending_event_aliases and a not in self._event_answers]
