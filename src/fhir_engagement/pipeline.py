@@ -182,6 +182,10 @@ class Pipeline:
         self.queued = 0  # deliveries queued so far: serve wakes the outbox when it grows
         self._tz = ZoneInfo(engine.rules.timezone)
         self._validator = OutputValidator()
+        # The twin aliases prefetch computed for each event of the chunk, by identity (the event
+        # is kept beside them, so an id is never reused while its entry lives): one computation
+        # an event instead of two.
+        self._aliases_ahead: dict[int, tuple[Event, list[str]]] = {}
         # serve with status_sources (CP-IS): their answers, kept in the store, go in the Tasks
         self.consult_status_sources = False
 
@@ -350,7 +354,8 @@ class Pipeline:
         """A v2 message and its FHIR twin are one event: the one seen second takes the key of the
         one seen first. Twins share an appointment/visit id *and* its time (to the minute): ids
         alone are unique only per system, and the two forms rarely share a patient identifier."""
-        aliases = self._twin_aliases(event)
+        ahead = self._aliases_ahead.pop(id(event), None)
+        aliases = ahead[1] if ahead is not None and ahead[0] is event else self._twin_aliases(event)
         for alias in aliases:
             key = self.store.event_alias(alias)
             if key is not None and key != event.key:
@@ -374,8 +379,9 @@ class Pipeline:
     def prefetch(self, events: Sequence[Event]) -> None:
         """Tell the store what the next events will look up, so a database a round trip away
         reads it in a few queries instead of a few per event (replay.py calls it per chunk)."""
+        self._aliases_ahead = {id(e): (e, self._twin_aliases(e)) for e in events}
         self.store.prefetch([e.key for e in events],
-                            [a for e in events for a in self._twin_aliases(e)],
+                            [a for _, aliases in self._aliases_ahead.values() for a in aliases],
                             [e.patient for e in events if e.patient])
 
     def _stale(self, event: Event, previous: Mapping[str, SignalRow]) -> bool:

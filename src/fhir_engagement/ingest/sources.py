@@ -54,6 +54,10 @@ class Sources:
     _by_facility: Mapping[str, SourceConfig] = field(default_factory=dict, repr=False)
     _by_name: Mapping[str, SourceConfig] = field(default_factory=dict, repr=False)
     _folders: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
+    # config(HOME)'s answer (a scan of every source), asked 4 times a resource read; not an
+    # __init__ field, so a dataclasses.replace() with another home server starts afresh
+    _configs: dict[str, SourceConfig | None] = field(default_factory=dict, init=False,
+                                                     repr=False, compare=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sources:
@@ -110,9 +114,12 @@ class Sources:
 
     def config(self, namespace: str) -> SourceConfig | None:
         """The configured source of a namespace (home too, where a source lists the server)."""
-        if namespace == HOME:
-            return next((c for c in self.configs if self._namespace(c) == HOME), None)
-        return self._by_name.get(namespace)
+        if namespace != HOME:
+            return self._by_name.get(namespace)
+        if HOME not in self._configs:
+            self._configs[HOME] = next(
+                (c for c in self.configs if self._namespace(c) == HOME), None)
+        return self._configs[HOME]
 
     def ods(self, namespace: str) -> str | None:
         config = self.config(namespace)

@@ -71,3 +71,15 @@ def test_a_merge_after_the_read_ahead_names_the_merged_child(db: Store) -> None:
     found = db.child_of("Patient/1")
     assert found is not None
     assert found.key == "c2"
+
+
+def test_a_signal_added_and_flushed_after_the_read_ahead_is_found(db: Store) -> None:
+    """The read-ahead said Appointment/a2 has no signal; once one is added and written out of
+    the buffer (the commit), the lookup must read the file again, not trust the read-ahead."""
+    db.prefetch(["Appointment/a1", "Appointment/a2"], [], [])
+    assert db.signals_of("Appointment/a2") == {}
+    db.add_signal("c1", HistoryItem("Appointment/a2", "not-brought", T0 + timedelta(days=9),
+                                    "paeds", None), "child", "test")
+    db.commit()
+    assert db.signals_of("Appointment/a2")["not-brought"].child == "c1"
+    assert db.signals_of("Appointment/a1")["not-brought"].child == "c1"
