@@ -27,7 +27,7 @@ from fhir_engagement.config import Settings
 from fhir_engagement.pipeline import load_engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import open_store
-from fhir_engagement.store.sqlite import to_text
+from fhir_engagement.store.rows import to_text
 from replay_bench import Generator  # the FHIR shapes, reused
 
 SEED = 20_261_204

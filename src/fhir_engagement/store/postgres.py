@@ -46,7 +46,7 @@ from fhir_engagement.store.base import (
     SituationRow,
     StoreHealth,
 )
-from fhir_engagement.store.sqlite import from_text, to_text
+from fhir_engagement.store.rows import from_text, hour_of, opt_text, period, remember, to_text
 
 __all__ = ["INBOX_CHANNEL", "Migration", "PostgresStore", "apply_migrations", "display_name",
            "migration_status", "migrations"]
@@ -63,7 +63,6 @@ _HEALTH_TIMEOUT_MS = 1000  # /readyz asks often: a stuck database is "unreachabl
 _CONNECT_TIMEOUT_S = 5
 _FLUSH_ROWS = 4096
 _HISTORIES = 16384
-_LOOKUPS = 65536
 _ITER_ROWS = 2000  # rows per fetch of a server-side cursor (iter_outputs): memory stays flat
 _SIGNAL_COLUMNS = ("event_key, signal, child, occurred, service, provider, band, situation, asked, "
                    "retracted, version, origin")
@@ -460,7 +459,7 @@ class PostgresStore:
             return answers[alias]
         child = self._child_key(alias)
         found = None if child is None else ChildRecord(child, self._birth(child))
-        _remember(answers, alias, found)
+        remember(answers, alias, found)
         return found
 
     def add_status(self, fact: StatusFact) -> None:
@@ -470,8 +469,8 @@ class PostgresStore:
             "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
             'patient = EXCLUDED.patient, codes = EXCLUDED.codes, start = EXCLUDED.start, '
             '"end" = EXCLUDED."end", active = EXCLUDED.active, ord = DEFAULT',
-            (fact.key, fact.patient, "\n".join(sorted(fact.codes)), _opt(fact.start),
-             _opt(fact.end), int(fact.active)))
+            (fact.key, fact.patient, "\n".join(sorted(fact.codes)), opt_text(fact.start),
+             opt_text(fact.end), int(fact.active)))
 
     def status_facts(self, child: str) -> list[StatusFact]:
         if self._any_status is None:
@@ -495,7 +494,7 @@ class PostgresStore:
             row = self._exec("SELECT event_key FROM event_aliases WHERE alias = %s",
                              (alias,)).fetchone()
             key = row[0] if row else None
-            _remember(answers, alias, key)
+            remember(answers, alias, key)
         return key
 
     def add_event_aliases(self, aliases: Sequence[str], event_key: str) -> None:
@@ -541,7 +540,7 @@ class PostgresStore:
         found = dict(self._exec("SELECT alias, event_key FROM event_aliases WHERE alias = ANY(%s)",
                                 (aliases,)).fetchall())
         for alias in aliases:
-            _remember(self._event_answers, alias, found.get(alias))
+            remember(self._event_answers, alias, found.get(alias))
 
     def _children_ahead(self, patients: list[str]) -> None:
         found = {alias: ChildRecord(child, birth) for alias, child, birth in self._exec(
@@ -549,7 +548,7 @@ class PostgresStore:
             "LEFT JOIN children c ON c.child = a.child WHERE a.alias = ANY(%s)",
             (patients,)).fetchall()}
         for alias in patients:
-            _remember(self._child_answers, alias, found.get(alias))
+            remember(self._child_answers, alias, found.get(alias))
 
     def history_before(self, child: str, at: datetime) -> Sequence[HistoryItem]:
         items = self._child_history(child)
@@ -870,7 +869,7 @@ class PostgresStore:
         for prefix in exclude_prefixes:
             inner.append("substr(event_key, 1, %s) != %s")
             params += [len(prefix), prefix]
-        outer, outer_params = _period("occurred", start, end)
+        outer, outer_params = period("occurred", start, end, "%s")
         if provider is not None:
             outer.append("provider = %s")
             outer_params.append(provider)
@@ -881,13 +880,13 @@ class PostgresStore:
             f"  FROM signals WHERE {' AND '.join(inner)} GROUP BY event_key) AS e"
             f" WHERE {' AND '.join(outer) or 'TRUE'} GROUP BY 1, 2, 3, 4",
             (*params, *outer_params)).fetchall()
-        return [AppointmentCount(p, _hour(h), bool(a), bool(m), int(n)) for p, h, a, m, n in rows]
+        return [AppointmentCount(p, hour_of(h), bool(a), bool(m), int(n)) for p, h, a, m, n in rows]
 
     def situation_rows(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> list[SituationRow]:
         self._flush()
-        where, params = _period("occurred", start, end)
+        where, params = period("occurred", start, end, "%s")
         where += ["retracted = 0", "band != 'adult'", "situation != ''"]
         rows = self._exec("SELECT child, situation, occurred FROM signals "
                           f"WHERE {' AND '.join(where)}", params).fetchall()
@@ -934,30 +933,4 @@ class PostgresStore:
         return [Access(from_text(a), w, act, s, d) for a, w, act, s, d in rows]
 
 
-def _opt(moment: datetime | None) -> str | None:
-    return None if moment is None else to_text(moment)
 
-
-def _period(
-    column: str, start: datetime | None, end: datetime | None
-) -> tuple[list[str], list[object]]:
-    """SQL conditions for ``start <= column < end`` on the fixed-width UTC text."""
-    where: list[str] = []
-    params: list[object] = []
-    if start is not None:
-        where.append(f"{column} >= %s")
-        params.append(to_text(start))
-    if end is not None:
-        where.append(f"{column} < %s")
-        params.append(to_text(end))
-    return where, params
-
-
-def _hour(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
-
-
-def _remember(answers: dict[str, Any], key: str, value: object) -> None:
-    if len(answers) >= _LOOKUPS:
-        del answers[next(iter(answers))]
-    answers[key] = value

@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from fhir_engagement.errors import StoreError, StoreLockedError
 from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
@@ -38,29 +38,18 @@ from fhir_engagement.store.base import (
     SituationRow,
     StoreHealth,
 )
+from fhir_engagement.store.rows import from_text, hour_of, opt_text, period, remember, to_text
 
-__all__ = ["SqliteStore", "from_text", "to_text"]
+__all__ = ["SqliteStore"]
 
-_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _FLUSH_ROWS = 4096  # buffered rows before they go into the open transaction (memory stays flat)
 _HISTORIES = 16384  # children's histories (and Flags) cached, least recently used dropped first
-_LOOKUPS = 65536  # child_of and event_alias answers cached (~100 B each), oldest dropped first
 _IN_LIST = 500  # names per prefetch query
 _SIGNAL_COLUMNS = ("event_key, signal, child, occurred, service, provider, band, situation, asked, "
                    "retracted, version, origin")
 
 
-def to_text(moment: datetime) -> str:
-    """Fixed-width UTC text, so that SQLite's text order is time order (isoformat: ~3x strftime)."""
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
-
-def from_text(text: str) -> datetime:
-    return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
-
-
-def _opt(moment: datetime | None) -> str | None:
-    return None if moment is None else to_text(moment)
 
 
 def _hold_lock(path: Path, location: str) -> IO[bytes]:
@@ -338,7 +327,7 @@ class SqliteStore:
             return answers[alias]
         child = self._child_key(alias)
         found = None if child is None else ChildRecord(child, self._birth(child))
-        _remember(answers, alias, found)
+        remember(answers, alias, found)
         return found
 
     def add_status(self, fact: StatusFact) -> None:
@@ -346,8 +335,8 @@ class SqliteStore:
         self._exec(
             'INSERT OR REPLACE INTO status (key, patient, codes, start, "end", active) '
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (fact.key, fact.patient, "\n".join(sorted(fact.codes)), _opt(fact.start),
-             _opt(fact.end), int(fact.active)))
+            (fact.key, fact.patient, "\n".join(sorted(fact.codes)), opt_text(fact.start),
+             opt_text(fact.end), int(fact.active)))
 
     def status_facts(self, child: str) -> list[StatusFact]:
         if not self._any_status:
@@ -370,7 +359,7 @@ class SqliteStore:
             row = self._exec("SELECT event_key FROM event_aliases WHERE alias = ?",
                              (alias,)).fetchone()
             key = row[0] if row else None
-            _remember(answers, alias, key)
+            remember(answers, alias, key)
         return key
 
     def add_event_aliases(self, aliases: Sequence[str], event_key: str) -> None:
@@ -408,7 +397,7 @@ class SqliteStore:
             found.update(self._exec("SELECT alias, event_key FROM event_aliases "
                                     f"WHERE alias IN ({_marks(part)})", part).fetchall())
         for alias in wanted:
-            _remember(self._event_answers, alias, found.get(alias))
+            remember(self._event_answers, alias, found.get(alias))
         keys = [k for k in dict.fromkeys(event_keys) if k not in self._pending_signal_keys]
         present: set[str] = set()
         for part in _parts(keys):
@@ -740,7 +729,7 @@ class SqliteStore:
         for prefix in exclude_prefixes:
             inner.append("substr(event_key, 1, ?) != ?")
             params += [len(prefix), prefix]
-        outer, outer_params = _period("occurred", start, end)
+        outer, outer_params = period("occurred", start, end, "?")
         if provider is not None:
             outer.append("provider = ?")
             outer_params.append(provider)
@@ -751,13 +740,13 @@ class SqliteStore:
             f"  FROM signals WHERE {' AND '.join(inner)} GROUP BY event_key)"
             f" WHERE {' AND '.join(outer) or '1'} GROUP BY 1, 2, 3, 4",
             (*params, *outer_params)).fetchall()
-        return [AppointmentCount(p, _hour(h), bool(a), bool(m), n) for p, h, a, m, n in rows]
+        return [AppointmentCount(p, hour_of(h), bool(a), bool(m), n) for p, h, a, m, n in rows]
 
     def situation_rows(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> list[SituationRow]:
         self._flush()
-        where, params = _period("occurred", start, end)
+        where, params = period("occurred", start, end, "?")
         where += ["retracted = 0", "band != 'adult'", "situation != ''"]
         rows = self._exec(f"SELECT child, situation, occurred FROM signals WHERE {' AND '.join(where)}",
                           params).fetchall()
@@ -821,27 +810,3 @@ def _parts(values: list[str]) -> Iterator[list[str]]:
         yield values[start:start + _IN_LIST]
 
 
-def _period(
-    column: str, start: datetime | None, end: datetime | None
-) -> tuple[list[str], list[object]]:
-    """SQL conditions for ``start <= column < end`` on the fixed-width UTC text."""
-    where: list[str] = []
-    params: list[object] = []
-    if start is not None:
-        where.append(f"{column} >= ?")
-        params.append(to_text(start))
-    if end is not None:
-        where.append(f"{column} < ?")
-        params.append(to_text(end))
-    return where, params
-
-
-def _hour(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
-
-
-def _remember(answers: dict[str, Any], key: str, value: object) -> None:
-    """Keep one lookup's answer, the oldest dropped first past _LOOKUPS (memory stays flat)."""
-    if len(answers) >= _LOOKUPS:
-        del answers[next(iter(answers))]
-    answers[key] = value

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from fhir_engagement.model import PatientFacts
-from fhir_engagement.store import Store, open_store
-from fhir_engagement.store import postgres as postgres_store
-from fhir_engagement.store import sqlite as sqlite_store
+from fhir_engagement.store import Store, open_store, rows
 
 NHS = "9434765919"
 
@@ -25,10 +22,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     store = open_store(location)
     yield store
     store.close()
-
-
-def _module(db: Store) -> ModuleType:
-    return postgres_store if isinstance(db, postgres_store.PostgresStore) else sqlite_store
 
 
 def test_a_child_unknown_then_filed_is_found(db: Store) -> None:
@@ -88,7 +81,7 @@ def test_the_first_event_to_claim_an_alias_keeps_it(db: Store) -> None:
 
 
 def test_the_caches_stay_bounded(db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_module(db), "_LOOKUPS", 10)
+    monkeypatch.setattr(rows, "LOOKUPS", 10)  # both stores' caches keep answers through rows
     for n in range(50):
         assert db.event_alias(f"alias {n}") is None
         assert db.child_of(f"Patient/{n}") is None

@@ -1,0 +1,56 @@
+"""What both stores (sqlite.py, postgres.py) write the same way: times as text, and the bounded
+caches of lookup answers.
+
+Times are fixed-width ISO 8601 UTC text in both, so text order is time order and the reports give
+byte-for-byte the same answers on SQLite and PostgreSQL (tests/reports/test_postgres_parity.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["LOOKUPS", "from_text", "hour_of", "opt_text", "period", "remember", "to_text"]
+
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+LOOKUPS = 65536  # lookup answers cached (~100 B each), oldest dropped first
+
+
+def to_text(moment: datetime) -> str:
+    """Fixed-width UTC text, so that text order is time order (isoformat: ~3x strftime)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def from_text(text: str) -> datetime:
+    return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
+
+
+def opt_text(moment: datetime | None) -> str | None:
+    return None if moment is None else to_text(moment)
+
+
+def hour_of(text: str) -> datetime:
+    """The UTC hour a report row is grouped by (``YYYY-MM-DDTHH``)."""
+    return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+
+
+def period(column: str, start: datetime | None, end: datetime | None,
+           mark: str) -> tuple[list[str], list[object]]:
+    """SQL conditions for ``start <= column < end`` on the fixed-width UTC text; ``mark`` is the
+    driver's placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
+    where: list[str] = []
+    params: list[object] = []
+    if start is not None:
+        where.append(f"{column} >= {mark}")
+        params.append(to_text(start))
+    if end is not None:
+        where.append(f"{column} < {mark}")
+        params.append(to_text(end))
+    return where, params
+
+
+def remember(answers: dict[str, Any], key: str, value: object) -> None:
+    """Keep one lookup's answer, the oldest dropped first past LOOKUPS (memory stays flat)."""
+    if len(answers) >= LOOKUPS:
+        del answers[next(iter(answers))]
+    answers[key] = value
