@@ -33,7 +33,7 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from fhir_engagement.errors import StoreError
-from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
+from fhir_engagement.model import HistoryItem, StatusFact
 from fhir_engagement.store.base import (
     Access,
     AppointmentCount,
@@ -47,6 +47,7 @@ from fhir_engagement.store.base import (
     StoreHealth,
 )
 from fhir_engagement.store.rows import from_text, hour_of, opt_text, period, remember, to_text
+from fhir_engagement.store.sqlbase import HISTORIES, SqlStore
 
 __all__ = ["INBOX_CHANNEL", "Migration", "PostgresStore", "apply_migrations", "display_name",
            "migration_status", "migrations"]
@@ -62,7 +63,6 @@ INBOX_CHANNEL = "fhir_engagement_inbox"  # NOTIFY channel: payload is the inbox 
 _HEALTH_TIMEOUT_MS = 1000  # /readyz asks often: a stuck database is "unreachable", not a hang
 _CONNECT_TIMEOUT_S = 5
 _FLUSH_ROWS = 4096
-_HISTORIES = 16384
 _ITER_ROWS = 2000  # rows per fetch of a server-side cursor (iter_outputs): memory stays flat
 _SIGNAL_COLUMNS = ("event_key, signal, child, occurred, service, provider, band, situation, asked, "
                    "retracted, version, origin")
@@ -183,7 +183,7 @@ def migration_status(location: str) -> tuple[int, list[str], dict[str, int] | No
         db.close()
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """Store on a PostgreSQL database (``postgresql://`` or ``postgres://`` DSN).
 
     Many processes share one database, so there is no file lock (SqliteStore's ``exclusive``):
@@ -232,8 +232,10 @@ class PostgresStore:
         return StoreError(f"{self.name}: {_scrub(str(exc).strip(), self.location)}")
 
     def _exec(self, sql: str, params: Sequence[object] = ()) -> psycopg.Cursor[Any]:
+        """Run one statement; the shared half's ``?`` placeholders become psycopg's ``%s`` (no
+        statement of ours has a ``?`` of its own)."""
         try:
-            return self._db().execute(sql, params)
+            return self._db().execute(sql.replace("?", "%s"), params)
         except psycopg.Error as exc:
             raise self._error(exc) from exc
 
@@ -349,10 +351,6 @@ class PostgresStore:
             self._conn = None
         self._lease = False
 
-    def _buffered(self) -> int:
-        return (len(self._pending_signals) + len(self._pending_outputs)
-                + len(self._pending_aliases) + len(self._pending_items))
-
     def _maybe_flush(self) -> None:
         if self._buffered() >= _FLUSH_ROWS:
             self._flush()
@@ -403,39 +401,6 @@ class PostgresStore:
             self._pending_outputs.clear()
 
     # -- children and their status ----------------------------------------------------------
-    def add_patient(self, facts: PatientFacts, child: str) -> None:
-        """File every alias of ``facts`` under ``child`` (identity.py chose it, merging first)."""
-        self._child_answers.clear()
-        for alias in (*facts.aliases, child):
-            if self._child_key(alias) is None:
-                self._pending_aliases[alias] = child
-        if facts.birth_date or not self._known_child(child):
-            self._pending_births[child] = facts.birth_date or self._birth(child)
-        self._maybe_flush()
-
-    def _child_key(self, alias: str) -> str | None:
-        child = self._pending_aliases.get(alias)
-        if child is None:
-            row = self._exec("SELECT child FROM aliases WHERE alias = %s", (alias,)).fetchone()
-            child = row[0] if row else None
-        return child
-
-    def _known_child(self, child: str) -> bool:
-        return child in self._pending_births or self._exec(
-            "SELECT 1 FROM children WHERE child = %s", (child,)).fetchone() is not None
-
-    def _birth(self, child: str) -> str | None:
-        if child in self._pending_births:
-            return self._pending_births[child]
-        row = self._exec("SELECT birth_date FROM children WHERE child = %s", (child,)).fetchone()
-        return row[0] if row else None
-
-    def aliases_of(self, child: str) -> frozenset[str]:
-        if self._pending_aliases:
-            self._flush()
-        rows = self._exec("SELECT alias FROM aliases WHERE child = %s", (child,)).fetchall()
-        return frozenset(a for (a,) in rows)
-
     def merge_children(self, old: str, into: str) -> None:
         """One child known twice: ``old``'s names, birth date, history and outputs become
         ``into``'s. Rare, so it writes through at once."""
@@ -452,15 +417,6 @@ class PostgresStore:
         self._pending_births[into] = self._birth(into) or birth
         self._history.pop(old, None)
         self._history.pop(into, None)
-
-    def child_of(self, alias: str) -> ChildRecord | None:
-        answers = self._child_answers
-        if alias in answers:
-            return answers[alias]
-        child = self._child_key(alias)
-        found = None if child is None else ChildRecord(child, self._birth(child))
-        remember(answers, alias, found)
-        return found
 
     def add_status(self, fact: StatusFact) -> None:
         self._any_status = True
@@ -485,24 +441,6 @@ class PostgresStore:
                 for key, patient, codes, start, end, active in rows]
 
     # -- event identity ---------------------------------------------------------------------
-    def event_alias(self, alias: str) -> str | None:
-        key = self._pending_event_aliases.get(alias)
-        if key is None:
-            answers = self._event_answers
-            if alias in answers:
-                return answers[alias]
-            row = self._exec("SELECT event_key FROM event_aliases WHERE alias = %s",
-                             (alias,)).fetchone()
-            key = row[0] if row else None
-            remember(answers, alias, key)
-        return key
-
-    def add_event_aliases(self, aliases: Sequence[str], event_key: str) -> None:
-        for alias in aliases:
-            if self.event_alias(alias) is None:
-                self._pending_event_aliases[alias] = event_key
-                self._event_answers[alias] = event_key  # first wins, as ON CONFLICT DO NOTHING
-
     # -- signals: the history ---------------------------------------------------------------
     def signals_of(self, event_key: str) -> dict[str, SignalRow]:
         if event_key in self._pending_signal_keys:
@@ -550,11 +488,6 @@ class PostgresStore:
         for alias in patients:
             remember(self._child_answers, alias, found.get(alias))
 
-    def history_before(self, child: str, at: datetime) -> Sequence[HistoryItem]:
-        items = self._child_history(child)
-        cut = bisect.bisect_left(items, at, key=lambda h: h.occurred)
-        return items[:cut]
-
     def _child_history(self, child: str) -> list[HistoryItem]:
         items = self._history.get(child)
         if items is not None:
@@ -569,7 +502,7 @@ class PostgresStore:
         items = [HistoryItem(k, s, from_text(o), sv, p, sit, frozenset(filter(None, a.split(","))))
                  for k, s, o, sv, p, sit, a in rows]
         self._history[child] = items
-        if len(self._history) > _HISTORIES:
+        if len(self._history) > HISTORIES:
             self._history.popitem(last=False)
         return items
 
@@ -600,37 +533,6 @@ class PostgresStore:
             ]
 
     # -- outputs ----------------------------------------------------------------------------
-    def has_output(self, output_id: str) -> bool:
-        return output_id in self._pending_outputs or output_id in self._flags or self._exec(
-            "SELECT 1 FROM outputs WHERE id = %s", (output_id,)).fetchone() is not None
-
-    def output(self, output_id: str) -> OutputRow | None:
-        pending = self._pending_outputs.get(output_id)
-        if pending is not None:
-            return pending[0]
-        row = self._flags.get(output_id)
-        if row is None:
-            found = self._exec("SELECT id, kind, child, resource FROM outputs WHERE id = %s",
-                               (output_id,)).fetchone()
-            if found is None:
-                return None
-            row = OutputRow(found[0], found[1], found[2], bytes(found[3]))
-        self._remember_flag(row)
-        return row
-
-    def _remember_flag(self, row: OutputRow) -> None:
-        if row.kind == "Flag":
-            self._flags[row.id] = row
-            self._flags.move_to_end(row.id)
-            if len(self._flags) > _HISTORIES:
-                self._flags.popitem(last=False)
-
-    def put_output(self, row: OutputRow, run: int) -> None:
-        self._pending_outputs.pop(row.id, None)  # re-queued last: its place is its latest write
-        self._pending_outputs[row.id] = (row, run)
-        self._remember_flag(row)
-        self._maybe_flush()
-
     def run_outputs(self, run: int) -> list[OutputRow]:
         self._flush()
         return self._output_rows("SELECT id, kind, child, resource FROM outputs WHERE run = %s "
@@ -679,27 +581,9 @@ class PostgresStore:
             "SELECT o.id, o.kind, o.child, o.resource FROM delivery_items i "
             "JOIN outputs o ON o.id = i.output_id WHERE i.batch = %s ORDER BY o.seq", (batch,))
 
-    def delivery_done(self, batch: str) -> None:
-        self._delivery_update("state = 'done', attempts = attempts + 1, last_error = ''", batch)
-
     def delivery_retry(self, batch: str, at: datetime, error: str) -> None:
         self._delivery_update("attempts = attempts + 1, next_attempt = %s, last_error = %s",
                               batch, to_text(at), error)
-
-    def delivery_dead(self, batch: str, error: str) -> None:
-        self._delivery_update("state = 'dead', attempts = attempts + 1, last_error = %s", batch,
-                              error)
-
-    def _delivery_update(self, assignments: str, batch: str, *values: object) -> None:
-        self._flush()
-        self._exec(f"UPDATE deliveries SET {assignments} WHERE batch = %s", (*values, batch))
-
-    def delivery_again(self, batch: str) -> bool:
-        """A dead batch back to pending (after a person fixed the cause)."""
-        self._flush()
-        cur = self._exec("UPDATE deliveries SET state = 'pending', next_attempt = '' "
-                         "WHERE batch = %s AND state = 'dead'", (batch,))
-        return cur.rowcount == 1
 
     def delivery_counts(self) -> dict[str, int]:
         self._flush()
@@ -707,22 +591,12 @@ class PostgresStore:
         return {str(s): int(n) for s, n in rows}
 
     # -- each target server's Patient for a child's identifier ----------------------------
-    def server_patient(self, server: str, system: str, value: str) -> ServerPatient | None:
-        row = self._exec("SELECT patient_id, checked FROM server_patients "
-                         "WHERE server = %s AND system = %s AND value = %s",
-                         (server, system, value)).fetchone()
-        return None if row is None else ServerPatient(row[0], from_text(row[1]))
-
     def set_server_patient(self, server: str, system: str, value: str,
                            answer: ServerPatient) -> None:
         self._exec("INSERT INTO server_patients (server, system, value, patient_id, checked) "
                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (server, system, value) DO UPDATE "
                    "SET patient_id = EXCLUDED.patient_id, checked = EXCLUDED.checked",
                    (server, system, value, answer.patient_id, to_text(answer.checked)))
-
-    def forget_server_patient(self, server: str, system: str, value: str) -> None:
-        self._exec("DELETE FROM server_patients WHERE server = %s AND system = %s AND value = %s",
-                   (server, system, value))
 
     # -- subscriptions and small facts -------------------------------------------------------
     def subscription_seen(self, subscription: str, kind: str, last_event: int | None) -> int:
@@ -738,15 +612,6 @@ class PostgresStore:
             (subscription, before if last_event is None else last_event,
              to_text(datetime.now(UTC)), kind))
         return before
-
-    def subscriptions(self) -> list[tuple[str, int, str, str]]:
-        rows = self._exec("SELECT subscription, last_event, last_seen, last_type "
-                          "FROM subscriptions ORDER BY subscription").fetchall()
-        return [(s, int(e), t, k) for s, e, t, k in rows]
-
-    def meta(self, key: str) -> str | None:
-        row = self._exec("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
-        return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
         self._exec("INSERT INTO meta (key, value) VALUES (%s, %s) "
@@ -777,13 +642,6 @@ class PostgresStore:
         if ids:
             self._exec("UPDATE inbox SET state = 'done' WHERE id = ANY(%s)", (list(ids),))
 
-    def inbox_failed(self, item: int, reason: str) -> int:
-        """Count one failed attempt at an item (committed at once); returns its attempts."""
-        self._exec("UPDATE inbox SET attempts = attempts + 1, last_error = %s WHERE id = %s",
-                   (reason, item))
-        self.commit()
-        return self._scalar_of("SELECT attempts FROM inbox WHERE id = %s", (item,))
-
     def inbox_set_state(self, item: int, state: str) -> bool:
         """pending (retry, attempts reset), quarantined or dropped; False if no such item."""
         cur = self._exec("UPDATE inbox SET state = %s, attempts = CASE WHEN %s = 'pending' "
@@ -797,10 +655,6 @@ class PostgresStore:
                           (list(states),)).fetchall()
         return [InboxRow(int(i), r, c, o, st, int(a), e) for i, r, c, o, st, a, e in rows]
 
-    def inbox_raw(self, item: int) -> tuple[str, bytes] | None:
-        row = self._exec("SELECT origin, raw FROM inbox WHERE id = %s", (item,)).fetchone()
-        return None if row is None else (str(row[0]), bytes(row[1]))
-
     def inbox_depth(self) -> tuple[int, datetime | None]:
         """Pending messages and when the oldest of them arrived."""
         count, oldest = self._exec(
@@ -812,22 +666,10 @@ class PostgresStore:
         self._exec("INSERT INTO dead_letters (received, origin, reason, raw) "
                    "VALUES (%s, %s, %s, %s)", (to_text(datetime.now(UTC)), origin, reason, raw))
 
-    def dead_letters(self) -> list[tuple[str, str, bytes]]:
-        rows = self._exec("SELECT origin, reason, raw FROM dead_letters ORDER BY id").fetchall()
-        return [(o, r, bytes(b)) for o, r, b in rows]
-
-    def dead_letter_rows(self) -> list[tuple[int, str, str, str]]:
-        """id, received, origin, reason: what an operator lists (never the raw input)."""
-        rows = self._exec("SELECT id, received, origin, reason FROM dead_letters ORDER BY id")
-        return [(int(i), t, o, r) for i, t, o, r in rows.fetchall()]
-
     def dead_letter_raw(self, letter: int) -> tuple[str, bytes] | None:
         row = self._exec("SELECT origin, raw FROM dead_letters WHERE id = %s",
                          (letter,)).fetchone()
         return None if row is None else (str(row[0]), bytes(row[1]))
-
-    def forget_dead_letter(self, letter: int) -> None:
-        self._exec("DELETE FROM dead_letters WHERE id = %s", (letter,))
 
     # -- replay Bundles (replay.py) -----------------------------------------------------------
     def claim_bundle(self, bundle: str, path: str, run: int) -> int:
@@ -839,14 +681,6 @@ class PostgresStore:
         self._exec("INSERT INTO bundles (id, path) VALUES (%s, %s)", (bundle, path))
         return self._scalar_of("SELECT COUNT(*) FROM outputs o JOIN runs r ON r.id = o.run "
                                "WHERE r.bundle = %s", (bundle,))
-
-    def bundle_written(self, bundle: str) -> None:
-        self._exec("UPDATE bundles SET written = 1 WHERE id = %s", (bundle,))
-
-    def release_bundle(self, bundle: str) -> None:
-        """The Bundle was never written: its runs are owed to the next one again."""
-        self._exec("UPDATE runs SET bundle = '' WHERE bundle = %s", (bundle,))
-        self._exec("DELETE FROM bundles WHERE id = %s", (bundle,))
 
     def unconfirmed_bundles(self) -> list[tuple[str, str]]:
         rows = self._exec("SELECT id, path FROM bundles WHERE written = 0 ORDER BY ord")
@@ -927,10 +761,6 @@ class PostgresStore:
         self._exec("INSERT INTO audit (at, who, action, subject, detail) "
                    "VALUES (%s, %s, %s, %s, %s)",
                    (to_text(access.at), access.who, access.action, access.subject, access.detail))
-
-    def accesses(self) -> list[Access]:
-        rows = self._exec("SELECT at, who, action, subject, detail FROM audit ORDER BY id").fetchall()
-        return [Access(from_text(a), w, act, s, d) for a, w, act, s, d in rows]
 
 
 

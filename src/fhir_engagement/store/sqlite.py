@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from fhir_engagement.errors import StoreError, StoreLockedError
-from fhir_engagement.model import HistoryItem, PatientFacts, StatusFact
+from fhir_engagement.model import HistoryItem, StatusFact
 from fhir_engagement.store.base import (
     Access,
     AppointmentCount,
@@ -39,11 +39,11 @@ from fhir_engagement.store.base import (
     StoreHealth,
 )
 from fhir_engagement.store.rows import from_text, hour_of, opt_text, period, remember, to_text
+from fhir_engagement.store.sqlbase import HISTORIES, SqlStore
 
 __all__ = ["SqliteStore"]
 
 _FLUSH_ROWS = 4096  # buffered rows before they go into the open transaction (memory stays flat)
-_HISTORIES = 16384  # children's histories (and Flags) cached, least recently used dropped first
 _IN_LIST = 500  # names per prefetch query
 _SIGNAL_COLUMNS = ("event_key, signal, child, occurred, service, provider, band, situation, asked, "
                    "retracted, version, origin")
@@ -104,7 +104,7 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """Store on a SQLite file; ``:memory:`` for a throwaway run.
 
     One writer per file: the in-memory indexes would go stale under a second writer (two
@@ -174,10 +174,6 @@ class SqliteStore:
         except sqlite3.Error as exc:
             return StoreHealth("sqlite", False, f"cannot read the store ({type(exc).__name__})")
         return StoreHealth("sqlite", True)
-
-    def _buffered(self) -> int:
-        return (len(self._pending_signals) + len(self._pending_outputs)
-                + len(self._pending_aliases) + len(self._pending_items))
 
     def _maybe_flush(self) -> None:
         """Into the open transaction (not a commit) once the buffer is a few thousand rows."""
@@ -272,39 +268,6 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     # -- children and their status ----------------------------------------------------------
-    def add_patient(self, facts: PatientFacts, child: str) -> None:
-        """File every alias of ``facts`` under ``child`` (identity.py chose it, merging first)."""
-        self._child_answers.clear()
-        for alias in (*facts.aliases, child):
-            if self._child_key(alias) is None:
-                self._pending_aliases[alias] = child
-        if facts.birth_date or not self._known_child(child):
-            self._pending_births[child] = facts.birth_date or self._birth(child)
-        self._maybe_flush()
-
-    def _child_key(self, alias: str) -> str | None:
-        child = self._pending_aliases.get(alias)
-        if child is None:
-            row = self._exec("SELECT child FROM aliases WHERE alias = ?", (alias,)).fetchone()
-            child = row[0] if row else None
-        return child
-
-    def _known_child(self, child: str) -> bool:
-        return child in self._pending_births or self._exec(
-            "SELECT 1 FROM children WHERE child = ?", (child,)).fetchone() is not None
-
-    def _birth(self, child: str) -> str | None:
-        if child in self._pending_births:
-            return self._pending_births[child]
-        row = self._exec("SELECT birth_date FROM children WHERE child = ?", (child,)).fetchone()
-        return row[0] if row else None
-
-    def aliases_of(self, child: str) -> frozenset[str]:
-        if self._pending_aliases:
-            self._flush()
-        rows = self._exec("SELECT alias FROM aliases WHERE child = ?", (child,)).fetchall()
-        return frozenset(a for (a,) in rows)
-
     def merge_children(self, old: str, into: str) -> None:
         """One child known twice (a record joined two histories): ``old``'s names, birth date,
         history and outputs become ``into``'s. Rare, so it writes through at once."""
@@ -320,15 +283,6 @@ class SqliteStore:
         # Both histories are read again, merged in event-time order, on next use.
         self._history.pop(old, None)
         self._history.pop(into, None)
-
-    def child_of(self, alias: str) -> ChildRecord | None:
-        answers = self._child_answers
-        if alias in answers:
-            return answers[alias]
-        child = self._child_key(alias)
-        found = None if child is None else ChildRecord(child, self._birth(child))
-        remember(answers, alias, found)
-        return found
 
     def add_status(self, fact: StatusFact) -> None:
         self._any_status = True
@@ -350,24 +304,6 @@ class SqliteStore:
                 for key, patient, codes, start, end, active in rows]
 
     # -- event identity ---------------------------------------------------------------------
-    def event_alias(self, alias: str) -> str | None:
-        key = self._pending_event_aliases.get(alias)
-        if key is None:
-            answers = self._event_answers
-            if alias in answers:
-                return answers[alias]
-            row = self._exec("SELECT event_key FROM event_aliases WHERE alias = ?",
-                             (alias,)).fetchone()
-            key = row[0] if row else None
-            remember(answers, alias, key)
-        return key
-
-    def add_event_aliases(self, aliases: Sequence[str], event_key: str) -> None:
-        for alias in aliases:
-            if self.event_alias(alias) is None:
-                self._pending_event_aliases[alias] = event_key
-                self._event_answers[alias] = event_key  # first wins, as INSERT OR IGNORE does
-
     def _exec_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         try:
             self._db.executemany(sql, rows)
@@ -406,11 +342,6 @@ class SqliteStore:
                 part))
         self._signals_absent = {k for k in keys if k not in present}
 
-    def history_before(self, child: str, at: datetime) -> Sequence[HistoryItem]:
-        items = self._child_history(child)
-        cut = bisect.bisect_left(items, at, key=lambda h: h.occurred)
-        return items[:cut]
-
     def _child_history(self, child: str) -> list[HistoryItem]:
         items = self._history.get(child)
         if items is not None:
@@ -427,7 +358,7 @@ class SqliteStore:
                 for k, s, o, sv, p, sit, a in rows
             ]
             self._history[child] = items
-            if len(self._history) > _HISTORIES:
+            if len(self._history) > HISTORIES:
                 self._history.popitem(last=False)  # least recently used: read again if needed
         return items
 
@@ -459,37 +390,6 @@ class SqliteStore:
             ]
 
     # -- outputs: the outbox ----------------------------------------------------------------
-    def has_output(self, output_id: str) -> bool:
-        return output_id in self._pending_outputs or output_id in self._flags or self._exec(
-            "SELECT 1 FROM outputs WHERE id = ?", (output_id,)).fetchone() is not None
-
-    def output(self, output_id: str) -> OutputRow | None:
-        pending = self._pending_outputs.get(output_id)
-        if pending is not None:
-            return pending[0]
-        row = self._flags.get(output_id)
-        if row is None:
-            found = self._exec("SELECT id, kind, child, resource FROM outputs WHERE id = ?",
-                               (output_id,)).fetchone()
-            if found is None:
-                return None
-            row = OutputRow(found[0], found[1], found[2], bytes(found[3]))
-        self._remember_flag(row)
-        return row
-
-    def _remember_flag(self, row: OutputRow) -> None:
-        if row.kind == "Flag":
-            self._flags[row.id] = row
-            self._flags.move_to_end(row.id)
-            if len(self._flags) > _HISTORIES:
-                self._flags.popitem(last=False)
-
-    def put_output(self, row: OutputRow, run: int) -> None:
-        self._pending_outputs.pop(row.id, None)  # re-queued last: its place is its latest write
-        self._pending_outputs[row.id] = (row, run)
-        self._remember_flag(row)
-        self._maybe_flush()
-
     def run_outputs(self, run: int) -> list[OutputRow]:
         self._flush()
         rows = self._exec("SELECT id, kind, child, resource FROM outputs WHERE run = ? ORDER BY seq",
@@ -520,41 +420,20 @@ class SqliteStore:
 
     # A batch may still be in the write buffer (queued since the last commit): each update of
     # one goes through _delivery_update, which flushes first, so it never silently changes nothing.
-    def delivery_done(self, batch: str) -> None:
-        self._delivery_update("state = 'done', attempts = attempts + 1, last_error = ''", batch)
-
     def delivery_retry(self, batch: str, at: datetime, error: str) -> None:
         self._delivery_update("attempts = attempts + 1, next_attempt = ?, last_error = ?", batch,
                               to_text(at), error)
-
-    def delivery_dead(self, batch: str, error: str) -> None:
-        self._delivery_update("state = 'dead', attempts = attempts + 1, last_error = ?", batch,
-                              error)
-
-    def _delivery_update(self, assignments: str, batch: str, *values: object) -> None:
-        self._flush()
-        self._exec(f"UPDATE deliveries SET {assignments} WHERE batch = ?", (*values, batch))
 
     def delivery_counts(self) -> dict[str, int]:
         self._flush()
         return dict(self._exec("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall())
 
     # -- each target server's Patient for a child's identifier ----------------------------
-    def server_patient(self, server: str, system: str, value: str) -> ServerPatient | None:
-        row = self._exec("SELECT patient_id, checked FROM server_patients "
-                         "WHERE server = ? AND system = ? AND value = ?",
-                         (server, system, value)).fetchone()
-        return None if row is None else ServerPatient(row[0], from_text(row[1]))
-
     def set_server_patient(self, server: str, system: str, value: str,
                            answer: ServerPatient) -> None:
         self._exec("INSERT OR REPLACE INTO server_patients "
                    "(server, system, value, patient_id, checked) VALUES (?, ?, ?, ?, ?)",
                    (server, system, value, answer.patient_id, to_text(answer.checked)))
-
-    def forget_server_patient(self, server: str, system: str, value: str) -> None:
-        self._exec("DELETE FROM server_patients WHERE server = ? AND system = ? AND value = ?",
-                   (server, system, value))
 
     # -- subscriptions and small facts -------------------------------------------------------
     def subscription_seen(self, subscription: str, kind: str, last_event: int | None) -> int:
@@ -572,15 +451,6 @@ class SqliteStore:
             (subscription, before if last_event is None else last_event,
              to_text(datetime.now(UTC)), kind))
         return before
-
-    def subscriptions(self) -> list[tuple[str, int, str, str]]:
-        rows = self._exec("SELECT subscription, last_event, last_seen, last_type "
-                          "FROM subscriptions ORDER BY subscription").fetchall()
-        return [(s, int(e), t, k) for s, e, t, k in rows]
-
-    def meta(self, key: str) -> str | None:
-        row = self._exec("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -603,13 +473,6 @@ class SqliteStore:
     def inbox_done(self, ids: Sequence[int]) -> None:
         self._exec_many("UPDATE inbox SET state = 'done' WHERE id = ?", [(i,) for i in ids])
 
-    def inbox_failed(self, item: int, reason: str) -> int:
-        """Count one failed attempt at an item (committed at once); returns its attempts."""
-        self._exec("UPDATE inbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                   (reason, item))
-        self.commit()
-        return self._scalar_of("SELECT attempts FROM inbox WHERE id = ?", (item,))
-
     def inbox_set_state(self, item: int, state: str) -> bool:
         """pending (retry, attempts reset), quarantined or dropped; False if no such item."""
         cur = self._exec("UPDATE inbox SET state = ?, attempts = CASE WHEN ? = 'pending' THEN 0 "
@@ -624,10 +487,6 @@ class SqliteStore:
                           "ORDER BY id", tuple(states)).fetchall()
         return [InboxRow(int(i), r, c, o, st, int(a), e) for i, r, c, o, st, a, e in rows]
 
-    def inbox_raw(self, item: int) -> tuple[str, bytes] | None:
-        row = self._exec("SELECT origin, raw FROM inbox WHERE id = ?", (item,)).fetchone()
-        return None if row is None else (str(row[0]), bytes(row[1]))
-
     def inbox_depth(self) -> tuple[int, datetime | None]:
         """Pending messages and when the oldest of them arrived."""
         count, oldest = self._exec(
@@ -639,28 +498,9 @@ class SqliteStore:
         self._exec("INSERT INTO dead_letters (received, origin, reason, raw) VALUES (?, ?, ?, ?)",
                    (to_text(datetime.now(UTC)), origin, reason, raw))
 
-    def dead_letters(self) -> list[tuple[str, str, bytes]]:
-        rows = self._exec("SELECT origin, reason, raw FROM dead_letters ORDER BY id").fetchall()
-        return [(o, r, bytes(b)) for o, r, b in rows]
-
-    def dead_letter_rows(self) -> list[tuple[int, str, str, str]]:
-        """id, received, origin, reason: what an operator lists (never the raw input)."""
-        rows = self._exec("SELECT id, received, origin, reason FROM dead_letters ORDER BY id")
-        return [(int(i), t, o, r) for i, t, o, r in rows.fetchall()]
-
     def dead_letter_raw(self, letter: int) -> tuple[str, bytes] | None:
         row = self._exec("SELECT origin, raw FROM dead_letters WHERE id = ?", (letter,)).fetchone()
         return None if row is None else (str(row[0]), bytes(row[1]))
-
-    def forget_dead_letter(self, letter: int) -> None:
-        self._exec("DELETE FROM dead_letters WHERE id = ?", (letter,))
-
-    def delivery_again(self, batch: str) -> bool:
-        """A dead batch back to pending (after a person fixed the cause)."""
-        self._flush()
-        cur = self._exec("UPDATE deliveries SET state = 'pending', next_attempt = '' "
-                         "WHERE batch = ? AND state = 'dead'", (batch,))
-        return cur.rowcount == 1
 
     # -- replay Bundles (replay.py): which runs' outputs were written to which --out file --------
     def claim_bundle(self, bundle: str, path: str, run: int) -> int:
@@ -694,14 +534,6 @@ class SqliteStore:
                 yield OutputRow(i, k, c, bytes(r))
         except sqlite3.Error as exc:
             raise StoreError(f"{self.location}: {exc}") from exc
-
-    def bundle_written(self, bundle: str) -> None:
-        self._exec("UPDATE bundles SET written = 1 WHERE id = ?", (bundle,))
-
-    def release_bundle(self, bundle: str) -> None:
-        """The Bundle was never written: its runs are owed to the next one again."""
-        self._exec("UPDATE runs SET bundle = '' WHERE bundle = ?", (bundle,))
-        self._exec("DELETE FROM bundles WHERE id = ?", (bundle,))
 
     def unconfirmed_bundles(self) -> list[tuple[str, str]]:
         """Bundles claimed but not confirmed written (a crash in between): id and path."""
@@ -794,10 +626,6 @@ class SqliteStore:
         """Durable at the next ``commit``: the caller commits before it shows anything."""
         self._exec("INSERT INTO audit (at, who, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
                    (to_text(access.at), access.who, access.action, access.subject, access.detail))
-
-    def accesses(self) -> list[Access]:
-        rows = self._exec("SELECT at, who, action, subject, detail FROM audit ORDER BY id").fetchall()
-        return [Access(from_text(a), w, act, s, d) for a, w, act, s, d in rows]
 
 
 def _marks(values: Sequence[object]) -> str:
