@@ -1,10 +1,11 @@
 """``store copy``: move a SQLite store into PostgreSQL without losing history, outbox or dead letters.
 
-Table by table, in one PostgreSQL transaction, with COPY (the fastest way in: about 10x batched
-INSERTs). Both stores keep the same table and column names, so the copy is generic: the columns
-both have are copied as they are, with the few type changes SQLite's loose typing needs (''
-for "no time" becomes NULL, 0/1 a boolean). Ids (inbox items, dead letters, runs) are kept, and
-each table's sequence moved past them, so an operator's notes ("dead letter 12") still hold.
+Table by table, in one PostgreSQL transaction, with COPY (PostgreSQL's bulk load). Both stores
+keep the same tables and columns, with times as the same text and flags as the same integers, so
+the columns both have are copied as they are, in SQLite's rowid order (PostgreSQL's ``ord``
+columns, its stand-in for rowid, number them in that order). Ids (inbox items, dead letters,
+runs) are kept, and each table's sequence moved past them, so an operator's notes ("dead letter
+12") still hold.
 
 The source is opened as its one writer (its lock held), so nothing changes it meanwhile; the
 target must be empty, so two histories are never mixed. Nothing is committed unless every
@@ -31,7 +32,6 @@ __all__ = ["CopyReport", "copy_store"]
 _TABLES = ("meta", "runs", "aliases", "children", "status", "signals", "event_aliases", "outputs",
            "deliveries", "delivery_items", "subscriptions", "inbox", "dead_letters", "audit",
            "bundles", "server_patients")
-_TIME_TYPES = frozenset({"timestamp with time zone", "timestamp without time zone", "date"})
 _ROWS_PER_CHUNK = 10_000
 
 
@@ -94,7 +94,7 @@ def _copy_table(lite: sqlite3.Connection, pg: psycopg.Connection[tuple[object, .
     present = [row[1] for row in lite.execute(f"PRAGMA table_info({table})")]
     columns = [c for c in present if c in kinds]
     quoted = ", ".join(f'"{c}"' for c in columns)
-    source = lite.execute(f"SELECT {quoted} FROM {table}")
+    source = lite.execute(f"SELECT {quoted} FROM {table} ORDER BY rowid")
     with pg.cursor() as cur, cur.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
         for row in _converted(source, [kinds[c] for c in columns]):
             copy.write_row(row)
@@ -116,20 +116,15 @@ def _pg_columns(pg: psycopg.Connection[tuple[object, ...]], table: str) -> dict[
 
 
 def _converted(rows: sqlite3.Cursor, kinds: list[str]) -> Iterator[list[object]]:
-    """SQLite's values as the PostgreSQL column types take them, a chunk at a time (flat memory
-    for a region's year)."""
+    """SQLite's values as the PostgreSQL columns take them, a chunk at a time (flat memory for a
+    region's year)."""
     while chunk := rows.fetchmany(_ROWS_PER_CHUNK):
         for row in chunk:
             yield [_value(v, k) for v, k in zip(row, kinds, strict=True)]
 
 
 def _value(value: object, kind: str) -> object:
-    if value is None:
-        return None
-    if kind in _TIME_TYPES and value == "":
-        return None  # SQLite's "not yet" ('' sorts first); PostgreSQL's is NULL
-    if kind == "boolean":
-        return bool(value)
+    """SQLite keeps what it is given: a raw input written as text is bytes to BYTEA."""
     if kind == "bytea" and isinstance(value, str):
         return value.encode()
     return value
