@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -34,19 +33,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from listener_bench import wait_ready
 from writeback_bench import _free_port, _start_sekmet
 
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
-
-
-def _wait_ready(url: str) -> None:
-    for _ in range(200):  # bounded: about 20 s
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("the adapter did not start")
 
 
 async def _put(http: aiohttp.ClientSession, url: str, resource: dict[str, object]) -> str:
@@ -136,7 +126,7 @@ def main() -> None:
                                    stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(url)
+            wait_ready(url, 20)
             subprocess.run([sys.executable, "-m", "fhir_engagement", "subscribe", "--fhir-base",
                             base, "--endpoint", f"{url}/notify"], check=True,
                            stdout=subprocess.DEVNULL)

@@ -71,14 +71,15 @@ async def _send_all(url: str, bodies: list[bytes], concurrency: int) -> list[flo
     return latencies
 
 
-def _wait_ready(url: str) -> None:
-    for _ in range(100):  # bounded: about 10 s
+def wait_ready(url: str, seconds: float = 10) -> None:
+    """Until ``url``/healthz answers (bounded); e2e_latency.py waits the same way."""
+    for _ in range(int(seconds * 10)):
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=1):
                 return
         except OSError:
             time.sleep(0.1)
-    raise SystemExit("the server did not start")
+    raise SystemExit(f"{url} did not start")
 
 
 def _wait_processed(store: Path, began: float) -> float:
@@ -104,7 +105,7 @@ def main() -> None:
                                    str(port), "--store", str(store)], stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(url)
+            wait_ready(url)
             began = time.perf_counter()
             latencies = asyncio.run(_send_all(url, bodies, args.concurrency))
             elapsed = time.perf_counter() - began
