@@ -1,5 +1,5 @@
 """``python -m fhir_engagement`` runs the command line."""
 
-from fhir_engagement.cli import main
+from fhir_engagement.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())
