@@ -49,6 +49,7 @@ from fhir_engagement.live.routes import add_routes
 from fhir_engagement.live.status_sources import StatusSources
 from fhir_engagement.live.tls import mllp_tls_context
 from fhir_engagement.live.v2_inbox import V2Inbox
+from fhir_engagement.live.warmup import warm
 from fhir_engagement.live.workers import Supervisor, wake_on_decisions
 from fhir_engagement.pipeline import Engine, Pipeline
 from fhir_engagement.store import is_postgres, wal
@@ -205,6 +206,7 @@ async def _fhir(app: web.Application) -> AsyncIterator[None]:
                                                                settings.status_sources)
             app[PIPELINE].consult_status_sources = True
         inbox.committed = _decided(app)
+        warm(app[ENGINE])  # before serve listens: the first no-show is not the one that waits
         outbox = (Outbox(app[STORE], client, patient_ttl=settings.server_patient_ttl)
                   if client is not None else None)
         lease = app[LEASE]
