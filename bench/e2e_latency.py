@@ -33,7 +33,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from listener_bench import wait_ready
+from listener_bench import cpu_seconds, wait_ready
 from writeback_bench import _free_port, _start_sekmet
 
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -130,7 +130,9 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "fhir_engagement", "subscribe", "--fhir-base",
                             base, "--endpoint", f"{url}/notify"], check=True,
                            stdout=subprocess.DEVNULL)
+            cpu = cpu_seconds(adapter.pid)
             latencies, times = asyncio.run(_run(base, args.n, args.interval, f"e2e{port}"))
+            cpu = cpu_seconds(adapter.pid) - cpu
         finally:
             adapter.terminate()
             adapter.wait(timeout=30)
@@ -143,7 +145,7 @@ def main() -> None:
     print(f"{len(latencies)} no-shows -> Tasks on the server: p50 {q[49] * 1000:.0f} ms, "
           f"p99 {q[98] * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms, "
           f"{sum(t > 0.25 for t in latencies)} over 250 ms (goal p50 < 100 ms, p99 < 250 ms)")
-    print(phases)
+    print(f"{phases}; adapter CPU {cpu:.2f} s")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 from fhir_engagement.config import Settings
 from fhir_engagement.pipeline import load_engine
 from fhir_engagement.replay import replay
 from fhir_engagement.store import open_store
+from listener_bench import cpu_seconds
 
 START, END = b"\x0b", b"\x1c\r"
 SEED = 4
@@ -113,7 +116,7 @@ def _mllp(messages: list[bytes], folder: Path) -> float:
          str(mllp), "--store", str(store)], stderr=subprocess.DEVNULL)
     try:
         sock = _connect(mllp)
-        latencies, began = [], time.perf_counter()
+        cpu, latencies, began = cpu_seconds(server.pid), [], time.perf_counter()
         for raw in messages:
             sent = time.perf_counter()
             sock.sendall(START + raw + END)
@@ -121,6 +124,7 @@ def _mllp(messages: list[bytes], folder: Path) -> float:
             latencies.append(time.perf_counter() - sent)
         acked = time.perf_counter() - began
         _wait_processed(store, began)
+        cpu = cpu_seconds(server.pid) - cpu
         sock.close()
     finally:
         server.terminate()
@@ -128,7 +132,8 @@ def _mllp(messages: list[bytes], folder: Path) -> float:
     q = statistics.quantiles(latencies, n=100)
     print(f"  MLLP: {len(messages):,} messages ACKed in {acked:.2f} s = "
           f"{len(messages) / acked:,.0f} messages/s; ACK latency p50 {q[49] * 1000:.2f} ms, "
-          f"p99 {q[98] * 1000:.2f} ms")
+          f"p99 {q[98] * 1000:.2f} ms; server CPU {cpu:.2f} s ({cpu / len(messages) * 1e6:.0f} us a "
+          "message, kept and processed)")
     return len(messages) / acked
 
 

@@ -1,11 +1,12 @@
 """The aiohttp application ``fhir-engagement serve`` runs: the factory and its long-lived work.
 
-Long-lived work (the MLLP listener, the inbox workers, the outbox) runs under ``cleanup_ctx`` so it
-starts with the app and is cancelled and awaited when it stops; the workers run under one
-Supervisor (workers.py) that restarts any that stops. The deciding workers (both inbox drains and
-the outbox) run a pass only while this replica holds the store's lease (lease.py); on PostgreSQL a
-listener (wakeups.py) wakes them for items other replicas accepted. State lives in typed ``AppKey``s
-(keys.py); there are no globals. Routes are in routes.py, the error answers in middleware.py.
+Long-lived work (the MLLP listener, the inbox workers, the outbox, SQLite's WAL checkpoints) runs
+under ``cleanup_ctx`` so it starts with the app and is cancelled and awaited when it stops; the
+workers run under one Supervisor (workers.py) that restarts any that stops. The deciding workers
+(both inbox drains and the outbox) run a pass only while this replica holds the store's lease
+(lease.py); on PostgreSQL a listener (wakeups.py) wakes them for items other replicas accepted.
+State lives in typed ``AppKey``s (keys.py); there are no globals. Routes are in routes.py, the
+error answers in middleware.py.
 """
 
 from __future__ import annotations
@@ -48,10 +49,12 @@ from fhir_engagement.live.routes import add_routes
 from fhir_engagement.live.status_sources import StatusSources
 from fhir_engagement.live.tls import mllp_tls_context
 from fhir_engagement.live.v2_inbox import V2Inbox
+from fhir_engagement.live.warmup import warm
 from fhir_engagement.live.workers import Supervisor, wake_on_decisions
 from fhir_engagement.pipeline import Engine, Pipeline
-from fhir_engagement.store import is_postgres
+from fhir_engagement.store import is_postgres, wal
 from fhir_engagement.store.base import Store
+from fhir_engagement.store.sqlite import SqliteStore
 
 __all__ = ["MLLP_SERVER", "PIPELINE", "build_app", "open_exposure"]
 
@@ -72,6 +75,8 @@ def build_app(settings: Settings, engine: Engine, store: Store) -> web.Applicati
     app[INBOX_WAKES] = {FHIR_CHANNEL: app[WAKE], recovery.CHANNEL: app[WAKE]}
     add_routes(app)
     app.cleanup_ctx.append(_replica)  # first in, last out: the lease is given up after the drains
+    if isinstance(store, SqliteStore) and store.location != ":memory:":
+        app.cleanup_ctx.append(_wal_checkpoints)  # stopped after the final drains' commits
     app.cleanup_ctx.append(_fhir)
     if settings.mllp_port is not None:
         app.cleanup_ctx.append(_mllp)
@@ -111,6 +116,25 @@ async def _replica(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await listener
     app[LEASE].release()  # after the final drains (the other contexts stop first): a peer goes on
+
+
+async def _wal_checkpoints(app: web.Application) -> AsyncIterator[None]:
+    """SQLite's WAL checkpoints in a thread, not in a commit on the loop (store/wal.py): a
+    checkpoint in the commit held every push behind it for up to ~180 ms, every ~160 commits."""
+    store = app[STORE]
+    assert isinstance(store, SqliteStore)  # build_app adds this context for SQLite files only
+    store.defer_checkpoints(wal.BACKSTOP_PAGES)
+    app[SUPERVISOR].start("wal-checkpoint", partial(_checkpoint_every, store.location, wal.PERIOD))
+    yield
+    await app[SUPERVISOR].stop("wal-checkpoint")
+
+
+async def _checkpoint_every(location: str, period: float) -> None:
+    """A worker (supervised: a failing checkpoint is counted, logged, /readyz says so, and it
+    starts again); the writer's backstop checkpoint keeps the WAL bounded meanwhile."""
+    while True:
+        await asyncio.to_thread(wal.checkpoint, location)
+        await asyncio.sleep(period)
 
 
 async def _mllp(app: web.Application) -> AsyncIterator[None]:
@@ -182,6 +206,7 @@ async def _fhir(app: web.Application) -> AsyncIterator[None]:
                                                                settings.status_sources)
             app[PIPELINE].consult_status_sources = True
         inbox.committed = _decided(app)
+        warm(app[ENGINE])  # before serve listens: the first no-show is not the one that waits
         outbox = (Outbox(app[STORE], client, patient_ttl=settings.server_patient_ttl)
                   if client is not None else None)
         lease = app[LEASE]

@@ -168,6 +168,12 @@ class SqliteStore(SqlStore):
     def release_lease(self) -> None:
         return None
 
+    def defer_checkpoints(self, backstop_pages: int) -> None:
+        """Serve: WAL checkpoints are made off the event loop (store/wal.py); this connection's
+        commits checkpoint only when the WAL passes ``backstop_pages``."""
+        if self.location != ":memory:":
+            self._db.execute(f"PRAGMA wal_autocheckpoint={int(backstop_pages)}")
+
     def health(self) -> StoreHealth:
         try:
             self._db.execute("SELECT 1").fetchone()
