@@ -7,10 +7,13 @@ resource and full pydantic validation costs ~70x a JSON parse. Validation happen
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+
+import orjson
 
 __all__ = [
     "ACTION_CODES",
@@ -33,6 +36,7 @@ __all__ = [
     "Signal",
     "StatusFact",
     "StatusRule",
+    "resource_json",
     "scoped",
     "situations_of",
     "split_key",
@@ -63,6 +67,11 @@ class Event:
 
     ``slots`` holds every coded value the mappings may match, as ``system|code`` strings and
     ``text:<lower-case text>`` for text-only concepts, keyed by slot name (status, class, ...).
+
+    ``raw`` is the resource as JSON bytes (an NDJSON line as read, or written once from a
+    Bundle's entry), parsed by ``resource()`` only where it is used: most events are never
+    validated nor written to a letter, and a parsed resource costs ~5 KiB more an event than
+    its bytes, in the sort and in every pass over it (docs/benchmarks.md, 2026-12-04).
     """
 
     key: str
@@ -77,11 +86,33 @@ class Event:
     service: str | None = None
     performer: Reference | None = None
     version: str = ""
-    raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    raw: bytes | None = field(default=None, compare=False, repr=False)
     # What a Task's focus names when ``key`` is not a resource on the server (an HL7 v2 event).
     focus: Reference | None = None
     # Business identifiers (appointment/visit ids): a v2 event and its FHIR twin share one.
     identifiers: tuple[str, ...] = ()
+
+    def resource(self) -> dict[str, Any] | None:
+        """The resource parsed from ``raw`` (anew at each call); None for an event with none
+        (an HL7 v2 message's)."""
+        if self.raw is None:
+            return None
+        try:
+            return orjson.loads(self.raw)  # type: ignore[no-any-return]
+        except orjson.JSONDecodeError:  # what only the stdlib wrote (see resource_json)
+            return json.loads(self.raw)  # type: ignore[no-any-return]
+
+
+def resource_json(resource: Mapping[str, Any]) -> bytes:
+    """A parsed resource as the JSON bytes an Event keeps.
+
+    orjson refuses nesting deeper than 255 and integers beyond 64 bits, which a document it
+    (1,024 levels) or the stdlib read may hold: the stdlib writes those. Raises RecursionError
+    only for nesting deeper than Python recurses (~1,000), which no reader passes."""
+    try:
+        return orjson.dumps(resource)
+    except orjson.JSONEncodeError:
+        return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
