@@ -70,8 +70,8 @@ class Event:
 
     ``raw`` is the resource as JSON bytes (an NDJSON line as read, or written once from a
     Bundle's entry), parsed by ``resource()`` only where it is used: most events are never
-    validated nor written to a letter, and a parsed resource costs ~5 KiB more an event than
-    its bytes, in the sort and in every pass over it (docs/benchmarks.md, 2026-12-04).
+    validated nor written to a letter, and an event holding its parsed resource costs ~7.7 KB
+    against ~3.7 KB with its bytes (docs/benchmarks.md, 2026-12-04).
     """
 
     key: str
@@ -104,15 +104,46 @@ class Event:
 
 
 def resource_json(resource: Mapping[str, Any]) -> bytes:
-    """A parsed resource as the JSON bytes an Event keeps.
+    """A parsed resource as the JSON bytes an Event keeps; never fails for parsed JSON.
 
-    orjson refuses nesting deeper than 255 and integers beyond 64 bits, which a document it
-    (1,024 levels) or the stdlib read may hold: the stdlib writes those. Raises RecursionError
-    only for nesting deeper than Python recurses (~1,000), which no reader passes."""
+    orjson refuses nesting deeper than 255 (orjson reads 1,024 levels from a file), integers
+    beyond 64 bits and lone surrogates (values no JSON parser gives, but a caller building its
+    own may): those are written level by level instead, as ASCII (the stdlib's encoder recurses
+    and fails near 1,000 levels). ``Event.resource`` reads them back with the stdlib."""
     try:
         return orjson.dumps(resource)
-    except orjson.JSONEncodeError:
-        return json.dumps(resource, ensure_ascii=False, separators=(",", ":")).encode()
+    except (orjson.JSONEncodeError, TypeError):  # TypeError: orjson's "Recursion limit reached"
+        return _json_level_by_level(resource).encode()
+
+
+class _Punctuation(str):
+    """Brackets, commas and keys already written, told apart from a string value on the stack."""
+
+
+def _json_level_by_level(value: Any) -> str:
+    """JSON of a value of any depth, with a stack of what is left to write instead of recursion."""
+    out: list[str] = []
+    todo: list[Any] = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is _Punctuation:
+            out.append(item)
+            continue
+        if isinstance(item, Mapping):
+            parts: list[Any] = [_Punctuation("{")]
+            for n, (key, member) in enumerate(item.items()):
+                text = json.dumps(str(key))
+                parts += [_Punctuation(f"{',' if n else ''}{text}:"), member]
+        elif isinstance(item, list | tuple):
+            parts = [_Punctuation("[")]
+            for n, member in enumerate(item):
+                parts += [_Punctuation(","), member] if n else [member]
+        else:
+            out.append(json.dumps(item))  # a string (ASCII, escaped), number, bool or null
+            continue
+        parts.append(_Punctuation("}" if isinstance(item, Mapping) else "]"))
+        todo.extend(reversed(parts))
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Replay must hand events to the pipeline in event time, with every version of one resource after
 the version it corrects (rules.md section 7), and it must not hold every event to do so: an event
-costs ~3.9 KiB in memory (its resource kept as JSON bytes, model.Event.raw), a region's year
+costs ~3.9 KB in memory (its resource kept as JSON bytes, model.Event.raw), a region's year
 ~2 M events. So events are marshalled once (marshal rather than pickle, see ``_pack``) into
 sorted runs of bounded size on disk, and merged back (``heapq.merge``) in two passes:
 

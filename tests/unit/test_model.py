@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import orjson
+import pytest
 
-from fhir_engagement.model import Event, resource_json
+from fhir_engagement.model import Event, _json_level_by_level, resource_json
 
 _RESOURCE = {"resourceType": "Appointment", "id": "a1", "status": "noshow",
              "serviceType": [{"text": "Community dental"}], "minutesDuration": 20}
@@ -31,15 +32,40 @@ def test_the_bytes_are_no_part_of_equality() -> None:
     assert _event(b'{"a":1}') == _event(b'{"a": 1}')
 
 
-def test_what_orjson_cannot_write_the_stdlib_writes_and_it_reads_back() -> None:
-    deep: dict[str, object] = {"leaf": True}
-    for _ in range(300):  # orjson writes 255 levels at most
-        deep = {"extension": [deep]}
-    big = {"resourceType": "Appointment", "value": 2**70}  # beyond orjson's 64-bit integers
-    for resource in (deep, big):
-        raw = resource_json(resource)
-        assert json.loads(raw) == resource
-        assert _event(raw).resource() == resource
+def _nested(levels: int) -> dict[str, object]:
+    value: dict[str, object] = {"leaf": True, "text": 'a "quoted" caf\u00e9', "n": [1, 2.5, None]}
+    for _ in range(levels // 2):
+        value = {"extension": [value]}
+    return value
+
+
+def test_what_orjson_cannot_write_is_written_level_by_level_and_reads_back() -> None:
+    # orjson writes 255 levels at most: 300 are written as the stdlib would write them.
+    deep = _nested(300)
+    raw = resource_json(deep)
+    assert raw == json.dumps(deep, separators=(",", ":")).encode()
+    assert _event(raw).resource() == deep
+    big = {"resourceType": "Appointment", "value": 2**70 + 1}  # beyond orjson's 64-bit integers
+    assert json.loads(resource_json(big)) == big
+    alone = {"resourceType": "Appointment", "id": "\ud800"}  # a lone surrogate: not UTF-8
+    assert _event(resource_json(alone)).resource() == alone
+
+
+def test_as_deep_as_orjson_reads_is_written_where_the_stdlib_fails() -> None:
+    # 1,000 levels (orjson reads 1,024 from a file); the stdlib's encoder recurses and fails.
+    deep = _nested(1000)
+    with pytest.raises(RecursionError):
+        json.dumps(deep)
+    back = _event(resource_json(deep)).resource()
+    while isinstance(back, dict) and "extension" in back:  # walked, not compared: == recurses
+        back = back["extension"][0]
+    assert back == {"leaf": True, "text": 'a "quoted" caf\u00e9', "n": [1, 2.5, None]}
+
+
+def test_json_of_every_kind_of_value_matches_the_stdlib() -> None:
+    for value in ({"a": [1, -2.5e-7, None, True, False, "x\"y\n\u00e9"], "b": {}, "c": []},
+                  [], {}, "", [[[]], {"k": {"k": 0}}]):
+        assert _json_level_by_level(value) == json.dumps(value, separators=(",", ":"))
 
 
 def test_what_orjson_writes_is_orjson_s_compact_form() -> None:
