@@ -7,10 +7,13 @@ resource and full pydantic validation costs ~70x a JSON parse. Validation happen
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
+
+import orjson
 
 __all__ = [
     "ACTION_CODES",
@@ -33,6 +36,7 @@ __all__ = [
     "Signal",
     "StatusFact",
     "StatusRule",
+    "resource_json",
     "scoped",
     "situations_of",
     "split_key",
@@ -63,6 +67,11 @@ class Event:
 
     ``slots`` holds every coded value the mappings may match, as ``system|code`` strings and
     ``text:<lower-case text>`` for text-only concepts, keyed by slot name (status, class, ...).
+
+    ``raw`` is the resource as JSON bytes (an NDJSON line as read, or written once from a
+    Bundle's entry), parsed by ``resource()`` only where it is used: most events are never
+    validated nor written to a letter, and an event holding its parsed resource costs ~7.7 KB
+    against ~3.7 KB with its bytes (docs/benchmarks.md, 2026-12-04).
     """
 
     key: str
@@ -77,11 +86,64 @@ class Event:
     service: str | None = None
     performer: Reference | None = None
     version: str = ""
-    raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    raw: bytes | None = field(default=None, compare=False, repr=False)
     # What a Task's focus names when ``key`` is not a resource on the server (an HL7 v2 event).
     focus: Reference | None = None
     # Business identifiers (appointment/visit ids): a v2 event and its FHIR twin share one.
     identifiers: tuple[str, ...] = ()
+
+    def resource(self) -> dict[str, Any] | None:
+        """The resource parsed from ``raw`` (anew at each call); None for an event with none
+        (an HL7 v2 message's)."""
+        if self.raw is None:
+            return None
+        try:
+            return orjson.loads(self.raw)  # type: ignore[no-any-return]
+        except orjson.JSONDecodeError:  # what only the stdlib wrote (see resource_json)
+            return json.loads(self.raw)  # type: ignore[no-any-return]
+
+
+def resource_json(resource: Mapping[str, Any]) -> bytes:
+    """A parsed resource as the JSON bytes an Event keeps; never fails for parsed JSON.
+
+    orjson refuses nesting deeper than 255 (orjson reads 1,024 levels from a file), integers
+    beyond 64 bits and lone surrogates (values no JSON parser gives, but a caller building its
+    own may): those are written level by level instead, as ASCII (the stdlib's encoder recurses
+    and fails near 1,000 levels). ``Event.resource`` reads them back with the stdlib."""
+    try:
+        return orjson.dumps(resource)
+    except (orjson.JSONEncodeError, TypeError):  # TypeError: orjson's "Recursion limit reached"
+        return _json_level_by_level(resource).encode()
+
+
+class _Punctuation(str):
+    """Brackets, commas and keys already written, told apart from a string value on the stack."""
+
+
+def _json_level_by_level(value: Any) -> str:
+    """JSON of a value of any depth, with a stack of what is left to write instead of recursion."""
+    out: list[str] = []
+    todo: list[Any] = [value]
+    while todo:
+        item = todo.pop()
+        if type(item) is _Punctuation:
+            out.append(item)
+            continue
+        if isinstance(item, Mapping):
+            parts: list[Any] = [_Punctuation("{")]
+            for n, (key, member) in enumerate(item.items()):
+                text = json.dumps(str(key))
+                parts += [_Punctuation(f"{',' if n else ''}{text}:"), member]
+        elif isinstance(item, list | tuple):
+            parts = [_Punctuation("[")]
+            for n, member in enumerate(item):
+                parts += [_Punctuation(","), member] if n else [member]
+        else:
+            out.append(json.dumps(item))  # a string (ASCII, escaped), number, bool or null
+            continue
+        parts.append(_Punctuation("}" if isinstance(item, Mapping) else "]"))
+        todo.extend(reversed(parts))
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)

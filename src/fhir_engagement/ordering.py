@@ -2,10 +2,9 @@
 
 Replay must hand events to the pipeline in event time, with every version of one resource after
 the version it corrects (rules.md section 7), and it must not hold every event to do so: an event
-with its parsed resource costs ~10 KiB in memory, a region's year ~2 M events. So events are
-marshalled once (their resource as orjson bytes: ~5x faster to write and read than pickling the
-dict; marshal rather than pickle, see ``_pack``) into sorted runs of bounded size on disk, and
-merged back (``heapq.merge``) in two passes:
+costs ~3.9 KB in memory (its resource kept as JSON bytes, model.Event.raw), a region's year
+~2 M events. So events are marshalled once (marshal rather than pickle, see ``_pack``) into
+sorted runs of bounded size on disk, and merged back (``heapq.merge``) in two passes:
 
 1. by (key, version, own time, read order): each resource's versions meet, so the time each
    version is placed at (never earlier than the version before it) is known with one version in
@@ -19,7 +18,11 @@ are the owner's only (0600, in a private temporary folder) and removed when the 
 or when replay fails: they hold children's appointments.
 
 The order is the same as sorting everything in memory: the sort keys depend only on the events,
-and read order breaks ties, as the stable in-memory sort did.
+and read order breaks ties, as the stable in-memory sort did. So when every event fits in one
+run (nothing was spilled), the two passes are two ``list.sort`` calls on those same keys and the
+events never leave memory. The first run may grow to twice the others (~96 MB, ~25k events of
+the benchmark's): an input that size is neither marshalled nor spilled, and a larger one only
+holds that much once, at its start (docs/benchmarks.md, 2026-12-04: -0.4 s CPU on 20k events).
 """
 
 from __future__ import annotations
@@ -37,24 +40,26 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import orjson
-
 from fhir_engagement.model import Event
 
 __all__ = ["EventOrder", "Packed", "pack", "time_of"]
 
 Pending = tuple[Event, bytes | None]  # an event and its raw item when the event holds no JSON
+Held = Pending | bytes  # in a run: an event as added, or its blob (packed, or from a worker)
 _DAWN = datetime(1, 1, 1, tzinfo=UTC)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _OCCURRED_AT = [f.name for f in fields(Event)].index("occurred")
 _MARSHAL, _PICKLE = b"M", b"P"  # a blob's first byte: how the rest was written
 _RUN_BYTES = 48 * 1024 * 1024  # one run in memory before it is sorted and spilled (~48 MB)
+_FIRST_RUNS = 2  # the first run's size in runs: what may be sorted without spilling
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _LENGTHS = struct.Struct("<II")  # a spilled record's keys, then its blob
 _IO_BUFFER = 256 * 1024  # per open run: ~80 runs are merged at once for 2 M events
 _FIELDS = tuple(f.name for f in fields(Event))  # in __init__'s order
-_RAW_AT = _FIELDS.index("raw")
+# What an event held as added costs beside its resource's bytes (its fields, the Pending tuple and
+# the record), measured with tracemalloc on the benchmark's events (docs/benchmarks.md).
+_EVENT_BYTES = 2700
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +73,9 @@ class Packed:
     blob: bytes
 
 
-def pack(event: Event, raw: bytes | None) -> Packed | None:
-    """The event as ``add_packed`` takes it; None for one that must stay in memory (see _pack)."""
-    kept: list[Pending] = []
-    blob = _pack(event, raw, kept)
-    if kept:
-        return None
-    return Packed((event.key, event.version, _micros(time_of(event))), blob)
+def pack(event: Event, raw: bytes | None) -> Packed:
+    """The event as ``add_packed`` takes it."""
+    return Packed(_head(event), _pack(event, raw))
 
 
 def time_of(event: Event) -> datetime:
@@ -99,13 +100,13 @@ class EventOrder:
 
     def __init__(self, run_bytes: int = _RUN_BYTES) -> None:
         self._run_bytes = run_bytes
+        self._limit = run_bytes * _FIRST_RUNS  # until the first spill
         self._folder = Path(tempfile.mkdtemp(prefix="fhir-engagement-order-"))  # mode 0700
-        self._buffer: list[tuple[Any, ...]] = []
+        self._buffer: list[tuple[Any, ...]] = []  # (key, version, own time, read order, Held)
         self._held = 0
         self._runs: list[Path] = []
         self._seq = 0
         self._spilled = 0
-        self._kept: list[Pending] = []  # events too deeply nested to spill (see _pack)
         self.count = 0
 
     def __enter__(self) -> EventOrder:
@@ -115,24 +116,29 @@ class EventOrder:
         self.close()
 
     def add(self, event: Event, raw: bytes | None) -> None:
-        """Keep one event (and the raw item its dead letter would hold) for the sort."""
-        blob = _pack(event, raw, self._kept)
-        self._keep((event.key, event.version, _micros(time_of(event))), blob)
+        """Keep one event (and the raw item its dead letter would hold) for the sort.
+
+        It is held as it is, and packed only if its run is spilled."""
+        size = _EVENT_BYTES + len(event.raw or b"") + len(raw or b"")
+        self._keep(_head(event), (event, raw), size)
 
     def add_packed(self, packed: Packed) -> None:
         """Keep one event ``pack`` made (elsewhere): the same as ``add`` of that event."""
-        self._keep(packed.head, packed.blob)
+        self._keep(packed.head, packed.blob, len(packed.blob) + 200)
 
-    def _keep(self, head: tuple[str, str, int], blob: bytes) -> None:
+    def _keep(self, head: tuple[str, str, int], item: Held, size: int) -> None:
         self._seq += 1
         self.count += 1
-        self._buffer.append((*head, self._seq, blob))
-        self._held += len(blob) + 200  # the tuple, key and datetime beside the blob
-        if self._held >= self._run_bytes:
+        self._buffer.append((*head, self._seq, item))
+        self._held += size
+        if self._held >= self._limit:
             self._spill()
 
     def __iter__(self) -> Iterator[Pending]:
         """Every event once, in replay order; the spill files are removed as they are used."""
+        if not self._runs:
+            yield from self._in_memory()
+            return
         self._spill()
         by_key, self._runs = self._runs, []
         placed = self._placed(heapq.merge(*(_read_run(p) for p in by_key)))
@@ -146,7 +152,20 @@ class EventOrder:
             path.unlink(missing_ok=True)
         ordered = self._runs
         for _, _, _, blob in heapq.merge(*(_read_run(p) for p in ordered)):
-            yield _unpack(blob, self._kept)
+            yield _unpack(blob)
+        self.close()
+
+    def _in_memory(self) -> Iterator[Pending]:
+        """The two passes as two sorts of the one run held, on the keys the spilled runs are
+        merged by (read order and rank make them unique, so the items are never compared)."""
+        records, self._buffer, self._held = self._buffer, [], 0
+        records.sort(key=_sort_key)
+        placed = list(self._placed(records))
+        del records
+        placed.sort(key=_sort_key)
+        for record in placed:
+            item = record[-1]
+            yield _unpack(item) if isinstance(item, bytes) else item
         self.close()
 
     @staticmethod
@@ -158,11 +177,11 @@ class EventOrder:
         first and the discharge would stand."""
         dawn = _micros(_DAWN)
         key, placed, rank = None, dawn, 0
-        for this_key, _, own, _, blob in by_key:
+        for this_key, _, own, _, item in by_key:
             if this_key != key:
                 key, placed, rank = this_key, dawn, 0
             placed = max(placed, own)
-            yield (placed, this_key, rank, blob)
+            yield (placed, this_key, rank, item)
             rank += 1
 
     def _spill(self) -> None:
@@ -180,15 +199,17 @@ class EventOrder:
             for record in self._buffer:
                 head = marshal.dumps(record[:-1])
                 blob = record[-1]
+                if not isinstance(blob, bytes):  # an event as added: packed now it is spilled
+                    blob = _pack(*blob)
                 out.write(_LENGTHS.pack(len(head), len(blob)))
                 out.write(head)
                 out.write(blob)
         self._runs.append(path)
-        self._buffer, self._held = [], 0
+        self._buffer, self._held, self._limit = [], 0, self._run_bytes
 
     def close(self) -> None:
         """Remove every spill file (idempotent)."""
-        self._buffer, self._kept = [], []
+        self._buffer = []
         for path in self._runs:
             with suppress(OSError):
                 path.unlink(missing_ok=True)
@@ -215,25 +236,22 @@ def _records(file: BinaryIO) -> Iterator[tuple[Any, ...]]:
         yield (*loads(read(keys)), read(blob))
 
 
+def _head(event: Event) -> tuple[str, str, int]:
+    """The event's keys for the first pass: which resource, which version, its own time."""
+    return (event.key, event.version, _micros(time_of(event)))
+
+
 def _micros(moment: datetime) -> int:
     """A UTC time as whole microseconds since 1970: sorts as the time does, and marshals."""
     return (moment - _EPOCH) // _MICROSECOND
 
 
-def _pack(event: Event, raw: bytes | None, kept: list[Pending]) -> bytes:
-    """The event's fields, its parsed resource as JSON bytes, marshalled (pickle and
+def _pack(event: Event, raw: bytes | None) -> bytes:
+    """The event's fields (its resource is JSON bytes already), marshalled (pickle and
     unpickle took 1.3 s for 20k events in three passes under cProfile, marshal 0.26 s: every
     field is a builtin once the time is ISO text). A time whose zone ISO text cannot carry (a
-    named or non-fixed zone) makes the event pickled instead. One orjson refuses (nested deeper
-    than 255, which pickle would refuse too) stays in memory, named by its place in ``kept``:
-    such input is rare and rejected, and the pipeline must still see it whole."""
+    named or non-fixed zone) makes the event pickled instead."""
     values = [getattr(event, name) for name in _FIELDS]
-    if event.raw is not None:
-        try:
-            values[_RAW_AT] = orjson.dumps(event.raw)
-        except orjson.JSONEncodeError:
-            kept.append((event, raw))
-            return _PICKLE + pickle.dumps(len(kept) - 1, _PROTOCOL)
     occurred = event.occurred
     if occurred is None or _plain_zone(occurred):
         if occurred is not None:
@@ -256,16 +274,11 @@ def _plain_zone(moment: datetime) -> bool:
     return zone.tzname(None) == timezone(offset).tzname(None)
 
 
-def _unpack(blob: bytes, kept: list[Pending]) -> Pending:
+def _unpack(blob: bytes) -> Pending:
     if blob[:1] == _MARSHAL:
         values, raw = marshal.loads(memoryview(blob)[1:])
         if values[_OCCURRED_AT] is not None:
             values[_OCCURRED_AT] = datetime.fromisoformat(values[_OCCURRED_AT])
     else:
-        packed = pickle.loads(memoryview(blob)[1:])
-        if isinstance(packed, int):
-            return kept[packed]
-        values, raw = packed
-    if values[_RAW_AT] is not None:
-        values[_RAW_AT] = orjson.loads(values[_RAW_AT])
+        values, raw = pickle.loads(memoryview(blob)[1:])
     return Event(*values), raw

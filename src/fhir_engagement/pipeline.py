@@ -343,8 +343,10 @@ class Pipeline:
         child, band = self._child(event)
         band = self._unborn(event, child, band)
         decided = [(signal, self._decide(event, signal, child, band)) for signal in new]
-        if event.raw is not None and (gone or any(d for _, d in decided)):
-            validate_input(event.raw, event.origin)  # only what the adapter will act on
+        # Only what the adapter will act on is parsed and validated (~7% of events in replay).
+        resource = event.resource() if gone or any(d for _, d in decided) else None
+        if resource is not None:
+            validate_input(resource, event.origin)
         for signal, decisions in decided:
             self._record(event, signal, child, band, decisions)
         for code in sorted(gone):

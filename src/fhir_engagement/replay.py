@@ -366,7 +366,7 @@ def _sent(read: Read) -> bytes | None:
 
 def _packed(record: Any, raw: bytes | None) -> Any:
     if isinstance(record, Event):
-        return pack(record, raw) or record
+        return pack(record, raw)
     return record
 
 
@@ -380,14 +380,9 @@ def _context(
 
 
 def _raw(event: Event) -> bytes:
-    """The event's resource as JSON for its dead letter. orjson refuses nesting deeper than 255;
-    then the letter keeps none, and its where (file, position) leads to the input on disk."""
-    if event.raw is None:
-        return b""
-    try:
-        return orjson.dumps(event.raw)
-    except orjson.JSONEncodeError:
-        return b""
+    """The event's resource as JSON for its dead letter: the bytes it was read as (or written
+    as once from its Bundle entry)."""
+    return event.raw or b""
 
 
 @contextmanager

@@ -1,20 +1,27 @@
-"""ordering.py: the external sort gives replay's order, spilling to disk, leaving nothing behind."""
+"""ordering.py: the external sort gives replay's order, spilling to disk, leaving nothing behind;
+an input that fits in one run is given the same order in memory."""
 
 from __future__ import annotations
 
 import random
 import stat
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
+import pytest
+
+from fhir_engagement import ordering
 from fhir_engagement.model import Event
 from fhir_engagement.ordering import EventOrder, time_of
 
 _DAWN = datetime(1, 1, 1, tzinfo=UTC)
+ZONE = timezone(timedelta(hours=-5))
 
 
 def _event(key: str, at: datetime | None, version: str = "", raw: object = None) -> Event:
     return Event(key, "Appointment", at, "Patient/1", None, {}, f"file {key} {version}",
-                 version=version, raw=raw)  # type: ignore[arg-type]
+                 version=version, raw=None if raw is None else orjson.dumps(raw))
 
 
 def _in_memory(events: list[Event]) -> list[Event]:
@@ -40,13 +47,14 @@ def test_a_correction_with_an_earlier_time_comes_after_what_it_corrects() -> Non
     a2 = _event("Appointment/A", datetime(2026, 1, 5, 9, tzinfo=UTC), "2", {"id": "A", "n": 2})
     b = _event("Appointment/B", datetime(2026, 1, 5, 9, 30, tzinfo=UTC), "1")
     c = _event("Appointment/C", None)
-    with EventOrder(run_bytes=1) as order:  # one event a run: every event is spilled
-        for event in (a2, b, a1, c):
-            order.add(event, None)
-        got = [e for e, _ in order]
-    assert got == [c, b, a1, a2]
-    # Event equality leaves the resource out: it must come back from disk as it went in.
-    assert [e.raw for e in got] == [None, None, {"id": "A", "n": 1}, {"id": "A", "n": 2}]
+    for run_bytes in (1, ordering._RUN_BYTES):  # every event spilled; none
+        with EventOrder(run_bytes=run_bytes) as order:
+            for event in (a2, b, a1, c):
+                order.add(event, None)
+            got = [e for e, _ in order]
+        assert got == [c, b, a1, a2]
+        # Event equality leaves the resource out: it must come back as it went in.
+        assert [e.resource() for e in got] == [None, None, {"id": "A", "n": 1}, {"id": "A", "n": 2}]
 
 
 def test_many_runs_give_the_in_memory_order_and_raw_items_come_back() -> None:
@@ -63,7 +71,73 @@ def test_many_runs_give_the_in_memory_order_and_raw_items_come_back() -> None:
         assert len(list(order._folder.iterdir())) > 10  # spilled: many runs
         got = list(order)
     assert [e for e, _ in got] == _in_memory(events)
-    assert all(raw == f"raw {e.raw['n']}".encode() for e, raw in got)  # type: ignore[index]
+    assert all(raw == f"raw {e.resource()['n']}".encode() for e, raw in got)  # type: ignore[index]
+
+
+def _mixed(count: int, seed: int) -> list[Event]:
+    """Corrections (several versions of one key, some carrying earlier times than the version
+    they correct), timeless events, equal times and a zone that is not UTC."""
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    events = []
+    for n in range(count):
+        key = f"Appointment/{rng.randrange(count // 4)}"
+        at = None if rng.random() < 0.05 else start + timedelta(minutes=rng.randrange(300))
+        if at is not None and rng.random() < 0.1:
+            at = at.astimezone(ZONE)
+        events.append(_event(key, at, str(rng.randrange(1, 4)), {"n": n}))
+    return events
+
+
+def _order(events: list[Event], run_bytes: int) -> tuple[list[tuple[Event, bytes | None]], int]:
+    """The order read back, and how many runs were spilled on the way."""
+    with EventOrder(run_bytes=run_bytes) as order:
+        for n, event in enumerate(events):
+            order.add(event, f"raw {n}".encode())
+        got = list(order)
+        return got, order._spilled
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_in_memory_and_spilled_give_the_same_order(seed: int) -> None:
+    events = _mixed(2000, seed)
+    held, held_runs = _order(events, ordering._RUN_BYTES)
+    spilled, spilled_runs = _order(events, 50_000)
+    assert held_runs == 0  # sorted in memory: nothing marshalled nor written
+    assert spilled_runs > 10
+    assert [e for e, _ in held] == [e for e, _ in spilled] == _in_memory(events)
+    assert [(e.origin, e.raw, e.occurred, raw) for e, raw in held] == \
+        [(e.origin, e.raw, e.occurred, raw) for e, raw in spilled]
+    assert any(e.occurred is None for e, _ in held[:5])  # timeless events first
+    assert len({e.key for e in events}) < len(events)  # with versions to place
+
+
+def test_the_first_run_may_be_twice_the_others_then_runs_are_their_size() -> None:
+    event = _event("Appointment/A", None, raw={"x": 1})
+    size = ordering._EVENT_BYTES + len(event.raw or b"")
+    with EventOrder(run_bytes=10 * size) as order:
+        for _ in range(19):
+            order.add(event, None)
+        assert order._spilled == 0  # 19 runs' worth of a tenth: still in memory
+        order.add(event, None)
+        assert order._spilled == 1  # the twentieth fills the first run, twice the others
+        for _ in range(10):
+            order.add(event, None)
+        assert order._spilled == 2
+        assert len(list(order)) == 30
+
+
+def test_packed_events_sorted_in_memory_come_back_whole() -> None:
+    # What a reading worker sends (a blob) is unpacked when read, in or out of memory.
+    events = _mixed(300, 4)
+    with EventOrder() as order:
+        for event in events:
+            order.add_packed(ordering.pack(event, b"item"))
+        got = list(order)
+        assert order._spilled == 0
+    assert [e for e, _ in got] == _in_memory(events)
+    assert [e.raw for e, _ in got] == [e.raw for e in _in_memory(events)]
+    assert {raw for _, raw in got} == {b"item"}
 
 
 def test_spill_files_are_private_and_removed() -> None:
@@ -78,17 +152,16 @@ def test_spill_files_are_private_and_removed() -> None:
     assert not folder.exists()
 
 
-def test_an_event_too_deep_to_spill_is_kept_whole() -> None:
-    deep: dict[str, object] = {}
-    node = deep
-    for _ in range(300):  # deeper than orjson's 255
-        node["x"] = {}
-        node = node["x"]  # type: ignore[assignment]
-    event = _event("Appointment/D", datetime(2026, 1, 1, tzinfo=UTC), raw=deep)
+def test_an_event_nested_deeper_than_orjson_writes_is_spilled_and_comes_back() -> None:
+    # Its resource is bytes already (model.resource_json wrote it), so it spills like any other.
+    deep = b'{"x":' * 300 + b"{}" + b"}" * 300
+    event = replace(_event("Appointment/D", datetime(2026, 1, 1, tzinfo=UTC)), raw=deep)
     with EventOrder(run_bytes=1) as order:
         order.add(event, None)
         [(got, _)] = list(order)
-    assert got.raw is deep
+        assert order._spilled == 2  # spilled, then re-spilled in the second pass
+    assert got.raw == deep
+    assert got.resource() == orjson.loads(deep)
 
 
 def test_every_field_comes_back_as_it_went_in_whatever_the_zone() -> None:
@@ -108,7 +181,7 @@ def test_every_field_comes_back_as_it_went_in_whatever_the_zone() -> None:
             {"reference": "Patient/1", "identifier": {"value": "9434765919"}},
             {"status": frozenset({"s|noshow"}), "class": frozenset()}, f"file {n}",
             source="src", provider="RJ1", service="svc", performer={"reference": "P/1"},
-            version="2", raw={"id": str(n), "x": [1, 2.5, None, True]},
+            version="2", raw=orjson.dumps({"id": str(n), "x": [1, 2.5, None, True]}),
             focus={"identifier": {"value": "V1"}}, identifiers=("a", "b")))
     events.append(_event("Appointment/none", None, raw={"id": "none"}))
     with EventOrder() as order:

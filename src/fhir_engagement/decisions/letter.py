@@ -98,7 +98,7 @@ def _values(
     recipient: Contact | None, tz: ZoneInfo,
 ) -> dict[str, Any]:
     child = facts.given_name or "your child"
-    service = _service_name(event.raw)
+    service = _service_name(event.resource())
     local = event.occurred.astimezone(tz) if event.occurred else None
     # The GP is told the rule's own reason (an infant's first no-access visit counts as repeat,
     # say), not a paraphrase that could be wrong for the row that fired.

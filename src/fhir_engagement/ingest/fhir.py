@@ -36,6 +36,7 @@ from fhir_engagement.model import (
     LetterFacts,
     PatientFacts,
     StatusFact,
+    resource_json,
     scoped,
 )
 
@@ -70,13 +71,14 @@ class Reader:
     household_groups: frozenset[str] = frozenset()
 
     def read(
-        self, doc: Any, origin: str, namespace: str | None = None
+        self, doc: Any, origin: str, namespace: str | None = None, data: bytes | None = None
     ) -> Iterator[Record | RecordError]:
         """Every record in a document (a resource or a Bundle, nested Bundles included).
 
         ``namespace`` is the source the entry point knows the document by (its folder,
-        ``--source``); None when it knows none. Errors are yielded, not raised, so one bad entry
-        does not lose the rest of the file.
+        ``--source``); None when it knows none. ``data`` is the JSON ``doc`` was parsed from,
+        if known: an event that is the whole document keeps those bytes as its ``raw``. Errors
+        are yielded, not raised, so one bad entry does not lose the rest of the file.
         """
         if not isinstance(doc, dict):
             yield RecordError(origin, f"expected a JSON object, got {_kind(doc)}")
@@ -84,7 +86,8 @@ class Reader:
         if doc.get("resourceType") == "Bundle":
             yield from self._bundle(doc, origin, ChainMap(), namespace)
         else:
-            yield from self._one(doc, origin, {}, "", _Entry(self._namespace(doc, namespace)))
+            yield from self._one(doc, origin, {}, "", _Entry(self._namespace(doc, namespace),
+                                                             raw=data))
 
     def _services(self, rtype: str, namespace: str) -> tuple[str, ...]:
         """Which elements name the service: the source's own order where it gives one."""
@@ -228,6 +231,7 @@ class _Entry:
     namespace: str
     key: str = ""
     conditional: str | None = None
+    raw: bytes | None = None  # the JSON the resource was read from, when it is the whole document
 
 
 def _own_key(res: Json, namespace: str) -> str:
@@ -500,7 +504,7 @@ class _ResourceReader:
             service=service,
             performer=self.portable(_clean_reference(performer)),
             version=version or "",
-            raw=self.res,
+            raw=self.entry.raw if self.entry.raw is not None else resource_json(self.res),
             focus=self.focus(),
             identifiers=self._identifier_values(),
         )

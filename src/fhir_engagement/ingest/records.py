@@ -75,7 +75,9 @@ class Readers:
         read = Read()
         with _guard(read, item.where, item.data):
             document = _json(item)
-            self._document(document, item.where, item.data, read, item.origin)
+            # A resource that is the whole item keeps its bytes: they are never written again.
+            data = item.data.removeprefix(_BOM)
+            self._document(document, item.where, item.data, read, item.origin, data)
         return read
 
     def read_document(self, document: Any, origin: str, raw: bytes = b"") -> Read:
@@ -85,10 +87,11 @@ class Readers:
             self._document(document, origin, raw, read, origin)
         return read
 
-    def _document(self, document: Any, origin: str, raw: bytes, read: Read, place: str) -> None:
+    def _document(self, document: Any, origin: str, raw: bytes, read: Read, place: str,
+                  data: bytes | None = None) -> None:
         # The source configured for the file or folder (or --source), where the data names none.
         namespace = self.fhir.sources.for_file(place)
-        for record in self.fhir.read(document, origin, namespace):
+        for record in self.fhir.read(document, origin, namespace, data):
             if isinstance(record, InputError):
                 read.rejected.append(_with_raw(record, raw))
             else:

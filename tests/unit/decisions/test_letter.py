@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 import textstat
 from fhir.resources.R4B.communicationrequest import CommunicationRequest
@@ -33,7 +34,8 @@ MOTHER = Contact("Jo Bloggs", "mother",
 
 
 def _event(service: str = "Community dental") -> Event:
-    raw = {"resourceType": "Appointment", "serviceType": [{"text": service}]} if service else None
+    raw = (orjson.dumps({"resourceType": "Appointment", "serviceType": [{"text": service}]})
+           if service else None)
     return Event(key="Appointment/a1", resource_type="Appointment", occurred=AT,
                  patient="Patient/p1", subject=SUBJECT, slots={}, origin="test", raw=raw)
 

@@ -52,6 +52,40 @@ def test_a_utf8_bom_on_ndjson_is_skipped_and_lines_are_numbered(
         "Appointment/a1", "Appointment/a2"]
 
 
+def test_an_ndjson_line_that_is_the_resource_is_kept_as_read_and_parsed_on_use(
+    tmp_path: Path, readers: Readers
+) -> None:
+    # The event carries the line's own bytes (nothing written again), BOM and all stripped,
+    # and gives back the resource the line holds.
+    path = tmp_path / "export.ndjson"
+    line = orjson.dumps(_appointment("a1"), option=orjson.OPT_INDENT_2).replace(b"\n", b" ")
+    path.write_bytes(b"\xef\xbb\xbf" + line + b"\n")
+    (item,) = [i for i in iter_items([path]) if isinstance(i, RawItem)]
+    (event,) = readers.read(item).records
+    assert isinstance(event, Event)
+    assert event.raw == line
+    assert event.resource() == _appointment("a1")
+
+
+def test_a_bundle_entry_is_written_once_as_its_resource(
+    tmp_path: Path, readers: Readers
+) -> None:
+    # Entries of a Bundle are not the item: each event's bytes are its own resource only.
+    first, second = _appointment("a1"), _appointment("a2")
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": first}, {"resource": second}]}
+    path = tmp_path / "bundle.json"
+    path.write_bytes(orjson.dumps(bundle, option=orjson.OPT_INDENT_2))
+    (item,) = iter_items([path])
+    assert isinstance(item, RawItem)
+    events = readers.read(item).records
+    assert [e.raw for e in events] == [orjson.dumps(first), orjson.dumps(second)]  # type: ignore[union-attr]
+    assert [e.resource() for e in events] == [first, second]  # type: ignore[union-attr]
+    pushed = readers.read_document(_appointment("a3"), "push", b"the body as sent")
+    (event,) = pushed.records
+    assert event.raw == orjson.dumps(_appointment("a3"))  # type: ignore[union-attr]
+
+
 def test_invalid_json_is_a_rejection_naming_file_line_and_column(
     tmp_path: Path, readers: Readers
 ) -> None:
@@ -117,7 +151,8 @@ class _Exploding:
 
     sources = Sources()
 
-    def read(self, document: Any, origin: str, namespace: str | None = None) -> Any:
+    def read(self, document: Any, origin: str, namespace: str | None = None,
+             data: bytes | None = None) -> Any:
         raise RecursionError("maximum recursion depth exceeded")
 
 
