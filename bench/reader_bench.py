@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import random
 import sys
 import tempfile
 import time
@@ -55,6 +56,36 @@ def _parse(data: bytes) -> Any:
         return None
 
 
+_ODD_VALUES: tuple[Any, ...] = (None, 0, 1.5, True, "", " x ", "#c", "urn:uuid:1", "Patient?x=1",
+                                "0001-01-01", "2025-13-40T25:00:00Z", [], [1], ["x"], {}, {"a": 1},
+                                {"reference": 1}, {"coding": "x"}, {"coding": [{"code": 1}]},
+                                [{"code": []}], [{"concept": {"concept": {}}}])
+
+
+def _mutants(data: bytes, count: int, rng: random.Random) -> list[bytes]:
+    """``count`` copies of a document, each with one value somewhere swapped for an odd one (a
+    wrong type, a bad date, a broken reference): the input the Reader's named errors are for."""
+    doc = _parse(data)
+    paths: list[tuple[Any, Any]] = []
+    level = [doc]
+    while level and len(paths) < 5_000:
+        below = []
+        for node in level:
+            keys = node.keys() if isinstance(node, dict) else range(len(node))
+            for key in keys:
+                paths.append((node, key))
+                if isinstance(node[key], dict | list):
+                    below.append(node[key])
+        level = below
+    out = []
+    for _ in range(count if paths else 0):
+        node, key = rng.choice(paths)
+        old, node[key] = node[key], rng.choice(_ODD_VALUES)
+        out.append(orjson.dumps(doc))
+        node[key] = old
+    return out
+
+
 def _outcome(read: Any) -> list[Any]:
     """What one item gave, comparable across versions (an exception compares by identity)."""
     return [*read.records, *((type(e).__name__, e.where, e.reason) for e in read.rejected)]
@@ -65,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", type=Path, nargs="*")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--dump", type=Path, help="write what was read here (a pickle)")
+    parser.add_argument("--mutants", type=int, default=0,
+                        help="with --dump: also this many mutated copies of each document")
     parser.add_argument("--compare", type=Path, nargs=2, help="two --dump files: equal?")
     args = parser.parse_args(argv)
     if args.compare:
@@ -74,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         engine = load_engine(Settings(store=str(Path(tmp) / "bench.sqlite3")))
     readers, reader = engine.records, engine.records.fhir
+    if args.dump and args.mutants:
+        rng = random.Random(20261204)
+        items = [*items, *(RawItem(Kind.FHIR, data, f"{item.where} mutant {n}")
+                           for item in items if isinstance(_parse(item.data), dict)
+                           for n, data in enumerate(_mutants(item.data, args.mutants, rng)))]
     if args.dump:
         outcomes = {item.where: _outcome(readers.read(item)) for item in items}
         args.dump.write_bytes(pickle.dumps(outcomes))

@@ -46,6 +46,7 @@ Json = Mapping[str, Any]
 _MAX_BUNDLES = 8  # Bundles nested in Bundles (a transaction holding a message holding a search)
 _MAX_CONCEPTS = 2  # a CodeableReference holds a CodeableConcept, which holds no concept
 
+_NOT_A_CODING = object()  # neither a code nor None: _coding_into names what is wrong
 _EVENT_TYPES = frozenset(STATUS_SYSTEMS)
 _CONTEXT_TYPES = frozenset({"Patient", "Flag", "Condition", "RelatedPerson", "Group", "Task"})
 # Resources in a Bundle that only describe the notification or the write, never a child's event.
@@ -249,6 +250,8 @@ class _ResourceReader:
         self.entry, self.sources, self.namespace = entry, sources, entry.namespace
         self.key = _own_key(res, self.namespace) or entry.key
         self._contained: dict[str, str] | None = None
+        # Each participant type's first actor, once an Appointment's participants are read.
+        self.actors_by_type: dict[str, Json] | None = None
 
     def ref(self, value: Any) -> str | None:
         """The key of a Reference this resource makes (relative ones are in its namespace)."""
@@ -285,6 +288,8 @@ class _ResourceReader:
 
     def items(self, obj: Json, name: str, path: str) -> list[Any]:
         value = obj.get(name)
+        if type(value) is list:  # the usual case first: ~14 calls per resource
+            return value
         if value is None:
             return []
         if isinstance(value, list):
@@ -317,7 +322,15 @@ class _ResourceReader:
                 self._coding_into(out, value, path, None)
         elif type(codings) is list:
             for i, coding in enumerate(codings):
-                self._coding_into(out, coding, path, i)
+                # A well-formed Coding is read here, without a call per coding; anything else
+                # goes to _coding_into, which names the fault.
+                code = coding.get("code") if type(coding) is dict else _NOT_A_CODING
+                if type(code) is str:
+                    system = coding.get("system")
+                    out.add(f"{system}|{code.strip()}" if type(system) is str
+                            else "text:" + code.strip().lower())
+                elif code is not None:
+                    self._coding_into(out, coding, path, i)
         else:
             raise self.fail(f"{path}.coding", f"expected a list, got {_kind(codings)}")
         label = value.get("text")
@@ -341,12 +354,24 @@ class _ResourceReader:
             self._concept_into(out, item, f"{name}[{i}]")
         return out
 
-    def extension_codes(self, urls: tuple[str, ...]) -> set[str]:
-        out: set[str] = set()
-        for i, ext in enumerate(self.items(self.res, "extension", "")):
-            if type(ext) is dict and ext.get("url") in urls:
-                self._extension_into(out, ext, i)
-        return out
+    def _extension_slots(
+        self, slots: dict[str, set[str]], extensions: Mapping[str, tuple[str, ...]]
+    ) -> None:
+        """The slots the mappings fill from extensions (all but the provider, a reference).
+
+        The resource's extension list is looked up once for every slot, not once per slot, and
+        read slot by slot in the mappings' order, so a fault is the same one named whatever
+        else the list holds."""
+        exts: list[Any] | None = None
+        for slot, urls in extensions.items():
+            if slot == "provider":
+                continue
+            if exts is None:
+                exts = self.items(self.res, "extension", "")
+            out = slots.setdefault(slot, set())
+            for i, ext in enumerate(exts):
+                if type(ext) is dict and ext.get("url") in urls:
+                    self._extension_into(out, ext, i)
 
     def _extension_into(self, out: set[str], ext: Json, index: int) -> None:
         for name in ("valueCodeableConcept", "valueCoding"):
@@ -475,9 +500,7 @@ class _ResourceReader:
         if not status:
             raise self.fail("status", "missing: cannot tell what happened")
         slots = {"status": {f"{STATUS_SYSTEMS[self.rtype]}|{status}"}}
-        for slot, urls in extensions.items():
-            if slot != "provider":
-                slots.setdefault(slot, set()).update(self.extension_codes(urls))
+        self._extension_slots(slots, extensions)
         reader = _EVENT_READERS[self.rtype]
         occurred, patient_ref, provider, service, performer = reader(self, slots, services)
         meta = self.obj(self.res, "meta", "")
@@ -571,17 +594,21 @@ def _appointment(
 
 def _appointment_actors(ctx: _ResourceReader) -> tuple[Any, Any, str | None]:
     patient = performer = place = None
+    first: dict[str, Json] = {}
     for i, part in enumerate(ctx.items(ctx.res, "participant", "")):
         if not isinstance(part, dict):
             raise ctx.fail(f"participant[{i}]", f"expected an object, got {_kind(part)}")
         actor = ctx.obj(part, "actor", f"participant[{i}].")
         kind = _actor_type(actor, ctx)
+        if actor:
+            first.setdefault(kind, actor)
         if kind == "Patient" and patient is None:
             patient = actor
         elif kind in ("HealthcareService", "Location") and place is None:
             place = ctx.ref(actor)
         elif kind.startswith("Practitioner") and performer is None:
             performer = actor
+    ctx.actors_by_type = first  # for the service's participant:<type>, without a second walk
     return patient, performer, place
 
 
@@ -599,6 +626,9 @@ def _actor_type(actor: Json, ctx: _ResourceReader) -> str:
     key = ctx.aliases.get(ref, ref) if ref.startswith("urn:") else ref
     if "?" in key:
         return key.split("?", 1)[0].rsplit("/", 1)[-1]
+    head, slash, tail = key.partition("/")
+    if slash and head and tail and "/" not in tail and "_history" not in (head, tail):
+        return head  # the usual Type/id, without splitting it into a list
     parts = [p for p in key.split("/") if p]
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
@@ -698,6 +728,9 @@ def _service(ctx: _ResourceReader, order: tuple[str, ...]) -> str | None:
 
 def _participant(kind: str) -> Any:
     def read(ctx: _ResourceReader) -> str | None:
+        if ctx.actors_by_type is not None:  # the participants were read already
+            actor = ctx.actors_by_type.get(kind)
+            return ctx.ref(actor) if actor else None
         for i, part in enumerate(ctx.items(ctx.res, "participant", "")):
             actor = ctx.obj(part, "actor", f"participant[{i}].") if isinstance(part, dict) else {}
             if actor and _actor_type(actor, ctx) == kind:

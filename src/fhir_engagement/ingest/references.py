@@ -120,6 +120,9 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 def resource_path(text: str) -> str:
     """``https://x/fhir/Appointment/1/_history/2`` (or relative) -> ``Appointment/1``."""
+    head, slash, tail = text.partition("/")
+    if slash and head and tail and "/" not in tail and "_history" not in (head, tail):
+        return text  # the usual Type/id, without splitting it into a list
     parts = [p for p in text.split("/") if p]
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
