@@ -182,7 +182,8 @@ class Reader:
     ) -> Iterator[Record]:
         ctx = _ResourceReader(res, rtype, origin, aliases, _meta_source(res) or source or self.source,
                               entry, self.sources)
-        yield from ctx.contained_patients()
+        if "contained" in res:  # rare: no generator for the others
+            yield from ctx.contained_patients()
         if rtype == "Patient":
             yield ctx.patient()
             yield from household.patient_links(res, ctx.key, ctx.ref)
@@ -252,6 +253,8 @@ class _ResourceReader:
         self._contained: dict[str, str] | None = None
         # Each participant type's first actor, once an Appointment's participants are read.
         self.actors_by_type: dict[str, Json] | None = None
+        # The resource's elements read whole by concepts(), so known to be well-formed.
+        self.checked: set[str] = set()
 
     def ref(self, value: Any) -> str | None:
         """The key of a Reference this resource makes (relative ones are in its namespace)."""
@@ -304,35 +307,38 @@ class _ResourceReader:
         self._concept_into(out, value, path)
         return out
 
-    def _concept_into(self, out: set[str], value: Any, path: str, depth: int = 0) -> None:
-        # The hot path of every replay: paths for error messages are built only on failure.
+    def _concept_into(
+        self, out: set[str], value: Any, path: str, depth: int = 0, index: int | None = None
+    ) -> None:
+        # The hot path of every replay: paths for error messages are built only on failure
+        # (``index``: the concept is item ``index`` of the list at ``path``).
         if value is None:
             return
         if type(value) is not dict:
-            raise self.fail(path, f"expected a CodeableConcept, got {_kind(value)}")
+            raise self.fail(_item(path, index), f"expected a CodeableConcept, got {_kind(value)}")
         inner = value.get("concept")
         if inner is not None:  # R5 CodeableReference
             if depth >= _MAX_CONCEPTS:
-                raise self.fail(path, f"concept nested more than {_MAX_CONCEPTS} deep")
-            self._concept_into(out, inner, f"{path}.concept", depth + 1)
+                raise self.fail(_item(path, index), f"concept nested more than {_MAX_CONCEPTS} deep")
+            self._concept_into(out, inner, f"{_item(path, index)}.concept", depth + 1)
             return
         codings = value.get("coding")
-        if codings is None:
-            if "code" in value:
-                self._coding_into(out, value, path, None)
-        elif type(codings) is list:
-            for i, coding in enumerate(codings):
-                # A well-formed Coding is read here, without a call per coding; anything else
-                # goes to _coding_into, which names the fault.
-                code = coding.get("code") if type(coding) is dict else _NOT_A_CODING
-                if type(code) is str:
-                    system = coding.get("system")
-                    out.add(f"{system}|{code.strip()}" if type(system) is str
-                            else "text:" + code.strip().lower())
-                elif code is not None:
-                    self._coding_into(out, coding, path, i)
-        else:
-            raise self.fail(f"{path}.coding", f"expected a list, got {_kind(codings)}")
+        bare = codings is None  # a Coding where a CodeableConcept was expected
+        if bare:
+            codings = (value,) if "code" in value else ()
+        elif type(codings) is not list:
+            raise self.fail(f"{_item(path, index)}.coding",
+                            f"expected a list, got {_kind(codings)}")
+        for i, coding in enumerate(codings):
+            # A well-formed Coding is read here, without a call per coding; anything else goes
+            # to _coding_into, which names the fault.
+            code = coding.get("code") if type(coding) is dict else _NOT_A_CODING
+            if type(code) is str:
+                system = coding.get("system")
+                out.add(f"{system}|{code.strip()}" if type(system) is str
+                        else "text:" + code.strip().lower())
+            elif code is not None:
+                self._coding_into(out, coding, _item(path, index), None if bare else i)
         label = value.get("text")
         if type(label) is str and label.strip():
             out.add("text:" + label.strip().lower())
@@ -350,8 +356,12 @@ class _ResourceReader:
 
     def concepts(self, obj: Json, name: str) -> set[str]:
         out: set[str] = set()
+        if obj.get(name) is None:  # most of the elements asked for are absent
+            return out
         for i, item in enumerate(self.items(obj, name, "")):
-            self._concept_into(out, item, f"{name}[{i}]")
+            self._concept_into(out, item, name, 0, i)
+        if obj is self.res:
+            self.checked.add(name)
         return out
 
     def _extension_slots(
@@ -568,9 +578,12 @@ class _ResourceReader:
         return {"type": self.rtype, "display": f"{path} at {self.namespace}"}
 
     def _identifier_values(self) -> tuple[str, ...]:
-        values = (i.get("value") for i in self.items(self.res, "identifier", "")
-                  if type(i) is dict)
-        return tuple(v for v in values if type(v) is str and v)
+        values = []
+        for ident in self.items(self.res, "identifier", ""):
+            value = ident.get("value") if type(ident) is dict else None
+            if type(value) is str and value:
+                values.append(value)
+        return tuple(values)
 
 
 def _appointment(
@@ -764,6 +777,13 @@ def _first_coding(name: str) -> Any:
         one deterministic choice, so the same clinic keeps the same key (never alphabetical)."""
         for i, item in enumerate(ctx.items(ctx.res, name, "")):
             concept = item.get("concept", item) if isinstance(item, dict) else item
+            if name in ctx.checked and type(concept) is dict and "concept" not in concept:
+                # Read whole by concepts() already: type-checked, so only the first coding
+                # with a system and a code is looked for (what the codes below would show).
+                coded = _first_system_code(concept)
+                if coded is not None:
+                    return coded
+                continue
             codes = ctx.concept(concept, f"{name}[{i}]")  # type-checks the whole concept
             if not any(not c.startswith("text:") for c in codes):
                 continue
@@ -772,6 +792,19 @@ def _first_coding(name: str) -> Any:
                     return f"{coding['system']}|{coding['code'].strip()}"
         return None
     return read
+
+
+def _first_system_code(concept: Json) -> str | None:
+    """``system|code`` of a well-formed concept's first Coding with both, as _concept_into
+    reads them: its ``coding`` list, or the concept itself when it is a bare Coding."""
+    codings = concept.get("coding")
+    if codings is None:
+        codings = (concept,) if "code" in concept else ()
+    for coding in codings:
+        system, code = coding.get("system"), coding.get("code")
+        if type(system) is str and type(code) is str:
+            return f"{system}|{code.strip()}"
+    return None
 
 
 _SERVICE_READERS = {
@@ -791,6 +824,10 @@ _EVENT_READERS = {
     "ServiceRequest": _service_request,
     "EpisodeOfCare": _episode_of_care,
 }
+
+
+def _item(path: str, index: int | None) -> str:
+    return path if index is None else f"{path}[{index}]"
 
 
 def _at(path: str, index: int | None) -> str:
