@@ -356,13 +356,16 @@ class _ResourceReader:
 
     def concepts(self, obj: Json, name: str) -> set[str]:
         out: set[str] = set()
+        self.concepts_into(out, obj, name)
+        return out
+
+    def concepts_into(self, out: set[str], obj: Json, name: str) -> None:
         if obj.get(name) is None:  # most of the elements asked for are absent
-            return out
+            return
         for i, item in enumerate(self.items(obj, name, "")):
             self._concept_into(out, item, name, 0, i)
         if obj is self.res:
             self.checked.add(name)
-        return out
 
     def _extension_slots(
         self, slots: dict[str, set[str]], extensions: Mapping[str, tuple[str, ...]]
@@ -594,7 +597,7 @@ def _appointment(
     slots["cancellation-reason"] = ctx.concept(reason, "cancelationReason")
     visit = ctx.concept(res.get("appointmentType"), "appointmentType")
     for name in ("serviceType", "serviceCategory", "specialty", "class"):
-        visit |= ctx.concepts(res, name)
+        ctx.concepts_into(visit, res, name)
     slots["visit"] = visit
     slots["priority"] = _priority(ctx)
     patient, performer, place = _appointment_actors(ctx)
@@ -611,7 +614,9 @@ def _appointment_actors(ctx: _ResourceReader) -> tuple[Any, Any, str | None]:
     for i, part in enumerate(ctx.items(ctx.res, "participant", "")):
         if not isinstance(part, dict):
             raise ctx.fail(f"participant[{i}]", f"expected an object, got {_kind(part)}")
-        actor = ctx.obj(part, "actor", f"participant[{i}].")
+        actor = part.get("actor")
+        if type(actor) is not dict:  # absent, or the fault to name (the path built only then)
+            actor = ctx.obj(part, "actor", f"participant[{i}].")
         kind = _actor_type(actor, ctx)
         if actor:
             first.setdefault(kind, actor)
@@ -653,7 +658,8 @@ def _encounter(
 ) -> tuple[Any, ...]:
     res = ctx.res
     slots["class"] = ctx.concepts(res, "class")
-    kinds = ctx.concepts(res, "type") | ctx.concepts(res, "serviceType")
+    kinds = ctx.concepts(res, "type")
+    ctx.concepts_into(kinds, res, "serviceType")
     slots["type"] = kinds
     stay = ctx.obj(res, "hospitalization", "") or ctx.obj(res, "admission", "")
     slots.setdefault("discharge", set()).update(
