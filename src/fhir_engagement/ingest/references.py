@@ -67,6 +67,11 @@ def reference_key(
         return None
     text = ref.get("reference")
     if isinstance(text, str) and text:
+        head, slash, tail = text.partition("/")
+        if (slash and tail and "/" not in tail and "?" not in tail and head
+                and head[0] != "#" and "?" not in head and not head.startswith("urn:")
+                and "_history" not in (head, tail)):
+            return scoped(text, namespace)  # the usual relative Type/id, in one step
         return _key_of_reference_text(text, aliases, owner, namespace, sources)
     ident = ref.get("identifier")
     if isinstance(ident, dict):
