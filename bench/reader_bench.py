@@ -17,6 +17,7 @@ Run: ``.venv/bin/python bench/reader_bench.py KEPT/data /work/shared/realdata te
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import random
 import sys
@@ -114,8 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                            for n, data in enumerate(_mutants(item.data, args.mutants, rng)))]
     if args.dump:
         outcomes = {item.where: _outcome(readers.read(item)) for item in items}
-        args.dump.write_bytes(pickle.dumps(outcomes))
-        args.dump.chmod(0o600)
+        # 0600 from the start: the records hold the input's content
+        with os.fdopen(os.open(args.dump, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+            out.write(pickle.dumps(outcomes))
     groups: dict[str, list[tuple[Any, str, str | None]]] = defaultdict(list)
     for item in items:
         doc = _parse(item.data)
