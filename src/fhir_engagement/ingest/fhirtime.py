@@ -37,7 +37,9 @@ def parse_datetime(value: str, tz: ZoneInfo = LONDON) -> datetime | None:
     if len(text) <= 10:
         day = earliest_date(text)
         return datetime.combine(day, time(), tz).astimezone(UTC) if day else None
-    text = _FRACTION.sub(r"\1", text.replace("Z", "+00:00").replace("z", "+00:00"))
+    text = text.replace("Z", "+00:00").replace("z", "+00:00")
+    if "." in text:  # most times have no fraction: no regular expression for them
+        text = _FRACTION.sub(r"\1", text)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

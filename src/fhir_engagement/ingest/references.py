@@ -67,6 +67,11 @@ def reference_key(
         return None
     text = ref.get("reference")
     if isinstance(text, str) and text:
+        head, slash, tail = text.partition("/")
+        if (slash and tail and "/" not in tail and "?" not in tail and head
+                and head[0] != "#" and "?" not in head and not head.startswith("urn:")
+                and "_history" not in (head, tail)):
+            return scoped(text, namespace)  # the usual relative Type/id, in one step
         return _key_of_reference_text(text, aliases, owner, namespace, sources)
     ident = ref.get("identifier")
     if isinstance(ident, dict):
@@ -120,6 +125,9 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 def resource_path(text: str) -> str:
     """``https://x/fhir/Appointment/1/_history/2`` (or relative) -> ``Appointment/1``."""
+    head, slash, tail = text.partition("/")
+    if slash and head and tail and "/" not in tail and "_history" not in (head, tail):
+        return text  # the usual Type/id, without splitting it into a list
     parts = [p for p in text.split("/") if p]
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
