@@ -580,8 +580,10 @@ class SqliteStore(SqlStore):
         self._flush()
         where, params = period("occurred", start, end, "?")
         where += ["retracted = 0", "band != 'adult'", "situation != ''"]
-        rows = self._exec(f"SELECT child, situation, occurred FROM signals WHERE {' AND '.join(where)}",
-                          params).fetchall()
+        # In rowid order, as a scan of the table gives (and PostgreSQL's copy of it): the
+        # history index also holds these columns, and a scan of it would order them by child.
+        rows = self._exec("SELECT child, situation, occurred FROM signals "
+                          f"WHERE {' AND '.join(where)} ORDER BY rowid", params).fetchall()
         return [SituationRow(c, s, from_text(o)) for c, s, o in rows]
 
     def outputs_of_kind(self, kind: str) -> list[OutputRow]:
