@@ -58,10 +58,6 @@ _ID_WITHIN = 256  # the Bundle's id is written within its first bytes (see _bund
 # Reading workers are sent items a chunk at a time (one round trip per ~1 MB, not per line), and
 # at most _IN_FLIGHT chunks a worker are out at once, so memory stays flat however large the input.
 _CHUNK_ITEMS, _CHUNK_BYTES, _IN_FLIGHT = 512, 1 << 20, 2
-# Events between the replay's commits. One transaction for a region's year kept the whole store
-# in SQLite's WAL until the end (every page read searched an ever longer WAL index, and the
-# final checkpoint copied gigabytes); a commit lets the WAL be checkpointed and reused.
-_COMMIT_EVERY = 25_000
 
 
 @dataclass
@@ -95,8 +91,6 @@ def replay(
     if out is not None:
         settle_bundles(store)
     run = store.start_run(f"replay {' '.join(str(p) for p in paths)}")
-    if out is not None:
-        store.owe_bundle(run)  # before _process's first commit: a crash after it leaves it owed
     pipeline = Pipeline(engine, store, run)
     rejected: list[InputError] = []
     with _no_cyclic_gc(), EventOrder() as order:
@@ -189,8 +183,7 @@ def _process(
 ) -> None:
     """Every event, in event-time order (ordering.py: spilled to disk, so memory stays flat),
     each behind the pipeline's guard. The store's write buffer is flushed every so many events,
-    so it stays small too, and committed every _COMMIT_EVERY events, between two events (see
-    there): a crash keeps the events before the last commit whole, and their run owed a Bundle."""
+    so it stays small too; nothing is committed before the end."""
     clock = _Clock(progress, order.count)
     number = 0
     for chunk in _chunks(iter(order), _AHEAD):
@@ -201,8 +194,6 @@ def _process(
                 rejected.append(error)
             number += 1
             clock.tick(number)
-            if number % _COMMIT_EVERY == 0:
-                pipeline.store.commit()
 
 
 def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:

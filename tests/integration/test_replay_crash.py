@@ -108,56 +108,6 @@ def test_kill_9_at_random_points_then_a_rerun_writes_every_decision_once(tmp_pat
     assert leftovers == [], leftovers
 
 
-# -- kill -9 after one of the commits a long replay makes midway (replay._COMMIT_EVERY) ------------
-COMMIT_EVERY = 20  # events between the replay's commits here: the scenarios make dozens of them
-_OFTEN = ("import sys; from fhir_engagement import cli, replay; replay._COMMIT_EVERY = {every}; "
-          "sys.exit(cli.main(sys.argv[1:]))")
-
-
-def _start_committing_often(store: Path, out: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-c", _OFTEN.format(every=COMMIT_EVERY), "replay", str(SCENARIOS),
-         "--store", str(store), "--out", str(out), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if not k.startswith("FHIR_ENGAGEMENT_")})
-
-
-def _midway(store: Path) -> bool:
-    """Whether some decisions are committed and no Bundle is claimed yet: a replay midway."""
-    if not store.exists():
-        return False
-    try:
-        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=0.05) as db:
-            outputs, bundles = db.execute(
-                "SELECT (SELECT COUNT(*) FROM outputs), (SELECT COUNT(*) FROM bundles)").fetchone()
-    except sqlite3.Error:
-        return False
-    return bool(outputs) and not bundles
-
-
-def test_kill_9_after_a_midway_commit_then_a_rerun_writes_every_decision_once(
-    tmp_path: Path,
-) -> None:
-    reference = tmp_path / "reference.json"
-    assert _finish(_start(tmp_path / "reference.sqlite3", reference)) == 0
-    store, first, rerun = tmp_path / "s.sqlite3", tmp_path / "first.json", tmp_path / "rerun.json"
-    process = _start_committing_often(store, first)
-    deadline = time.monotonic() + 60
-    while process.poll() is None and time.monotonic() < deadline and not _midway(store):
-        time.sleep(0.001)
-    caught = process.poll() is None and _midway(store)
-    _kill(process)
-    assert caught, "the replay was not caught between a midway commit and its Bundle claim"
-    with sqlite3.connect(store) as db:  # what the killed replay left: decisions, no Bundle
-        kept = db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
-        assert kept
-        assert db.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 0
-    assert not first.exists()
-    assert _finish(_start_committing_often(store, rerun)) == 0
-    _assert_exactly_once([first, rerun], reference, "after a midway commit")
-    assert len(_entries([rerun])) >= kept  # the rerun's Bundle holds the killed run's decisions
-
-
 # -- the crash points, one at a time and certain to be hit ----------------------------------------
 class Killed(BaseException):
     """Stands in for kill -9: nothing after it runs, nothing uncommitted survives."""

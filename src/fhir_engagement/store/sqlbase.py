@@ -219,11 +219,6 @@ class SqlStore:
         self._exec("DELETE FROM dead_letters WHERE id = ?", (letter,))
 
     # -- replay Bundles ----------------------------------------------------------------
-    def owe_bundle(self, run: int) -> None:
-        """``run`` asks for a Bundle: its outputs are owed one from its first commit on, so a
-        crash after a commit a replay makes midway leaves them for the next Bundle to claim."""
-        self._exec("UPDATE runs SET bundle = '' WHERE id = ?", (run,))
-
     def bundle_written(self, bundle: str) -> None:
         self._exec("UPDATE bundles SET written = 1 WHERE id = ?", (bundle,))
 
