@@ -5,9 +5,9 @@ every alias, child, status fact, event key and output id: 1.7 s and 600 MB at 1M
 go to SQLite's own indexes; what this process wrote since the last flush is looked up in the
 write buffer first, and the buffer is flushed into the open transaction every few thousand rows,
 so memory stays flat however long a replay is. Recently used children's histories are cached in
-event-time order (a bounded LRU), and so are the answers of the two lookups every event makes
-(``child_of``, ``event_alias``; bounded, forgotten by any write that could change them). Nothing
-is durable before ``commit``.
+event-time order (a bounded LRU; a miss reads the history from one covering index, schema.sql),
+and so are the answers of the two lookups every event makes (``child_of``, ``event_alias``;
+bounded, forgotten by any write that could change them). Nothing is durable before ``commit``.
 """
 
 from __future__ import annotations
