@@ -163,6 +163,17 @@ def generate(folder: Path, events: int, seed: int) -> tuple[Written, Counter[str
     return written, mix
 
 
+def kept_or_generated(folder: Path, events: int, seed: int) -> tuple[Written, Counter[str]]:
+    """What ``--keep`` generated before with these arguments, or generated now (and kept)."""
+    marker = folder.parent / f"generated-{events}-{seed}.json"
+    if folder.exists() and marker.exists():
+        saved = json.loads(marker.read_text())
+        return Written(**saved["written"]), Counter(saved["mix"])
+    written, mix = generate(folder, events, seed)
+    marker.write_text(json.dumps({"written": written.__dict__, "mix": mix}))
+    return written, mix
+
+
 def _line(out: IO[bytes], res: dict[str, Any]) -> int:
     data = json.dumps(res, separators=(",", ":")).encode() + b"\n"
     out.write(data)
@@ -181,19 +192,66 @@ def floor(folder: Path) -> tuple[float, int]:
 
 
 def replay_cli(folder: Path, work: Path, store: str | None = None,
-               workers: int | None = None) -> tuple[float, float, str]:
+               workers: int | None = None, segments: int = 0) -> tuple[float, float, str]:
     """The command line, in a child process: wall seconds, the peak RSS (MB) of the largest of
-    its processes (a reading worker is a fork of it, sharing its start-up pages), its summary."""
+    its processes (a reading worker is a fork of it, sharing its start-up pages), its summary.
+
+    ``segments`` > 0: with its progress lines, and the rate of every ``segments`` events printed
+    as they pass (wall, and the replaying process's own user and system CPU, from /proc)."""
     command = [sys.executable, "-m", "fhir_engagement", "replay", str(folder), "--out",
                str(work / "bundle.json"), "--store", store or str(work / "state.sqlite3"),
-               "--quiet", *(("--workers", str(workers)) if workers else ())]
+               *(() if segments else ("--quiet",)),
+               *(("--workers", str(workers)) if workers else ())]
     began = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if segments:
+        returncode, stderr = _with_segments(command, segments, store or str(work / "state.sqlite3"))
+    else:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        returncode, stderr = done.returncode, done.stderr
     seconds = time.perf_counter() - began
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if done.returncode not in (0, 1):
-        sys.exit(f"replay failed ({done.returncode}):\n{done.stderr}")
-    return seconds, rss, done.stderr
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss = usage.ru_maxrss / 1024
+    print(f"replay CPU       {usage.ru_utime:,.1f} s user, {usage.ru_stime:,.1f} s system "
+          "(every process of it; wall is shared with whatever else runs)")
+    if returncode not in (0, 1):
+        sys.exit(f"replay failed ({returncode}):\n{stderr}")
+    return seconds, rss, stderr
+
+
+def _with_segments(command: list[str], every: int, store: str) -> tuple[int, str]:
+    """Run ``command``, reading its progress lines; one line per ``every`` events processed:
+    events/s (wall), user and system CPU microseconds per event, the store file and its WAL."""
+    tick = os.sysconf("SC_CLK_TCK")
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert child.stderr is not None
+    kept: list[str] = []
+    last = (0, time.perf_counter(), 0.0, 0.0)
+    print(f"{'events':>10} {'events/s':>9} {'user us/ev':>10} {'sys us/ev':>9} "
+          f"{'store MB':>9} {'wal MB':>8}", file=sys.stderr)
+    for line in child.stderr:
+        if not line.startswith("processed "):
+            kept.append(line)
+            continue
+        done = int(line.split()[1].replace(",", ""))
+        if done - last[0] < every:
+            continue
+        try:
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user, system = int(fields[11]) / tick, int(fields[12]) / tick
+        now, n = time.perf_counter(), done - last[0]
+        print(f"{done:>10,} {n / (now - last[1]):>9,.0f} {(user - last[2]) / n * 1e6:>10.0f} "
+              f"{(system - last[3]) / n * 1e6:>9.0f} {_mb(store):>9,.0f} "
+              f"{_mb(store + '-wal'):>8,.0f}", file=sys.stderr, flush=True)
+        last = (done, now, user, system)
+    return child.wait(), "".join(kept)
+
+
+def _mb(path: str) -> float:
+    with contextlib.suppress(OSError):
+        return os.path.getsize(path) / 1e6
+    return 0.0
 
 
 @contextlib.contextmanager
@@ -219,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="generate and replay here, and keep it")
     parser.add_argument("--workers", type=int, help="the replay's reading processes "
                         "(default: the command line's)")
+    parser.add_argument("--segments", type=int, default=0, metavar="N",
+                        help="print the rate of every N events as the replay goes")
     parser.add_argument("--postgres", action="store_true",
                         help="replay into a fresh PostgreSQL schema instead of a SQLite file")
     args = parser.parse_args(argv)
@@ -228,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         work = args.keep or Path(tmp)
         data = work / "data"
         began = time.perf_counter()
-        written, mix = generate(data, args.events, args.seed)
+        written, mix = kept_or_generated(data, args.events, args.seed)
         print(f"generated {written.events:,} events ({written.fhir_events:,} FHIR, "
               f"{written.events - written.fhir_events:,} HL7 v2), "
               f"{written.nbytes / 1e6:,.0f} MB in {time.perf_counter() - began:.0f}s",
@@ -236,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         floor_s, floor_events = floor(data)
         print("replaying from the command line ...", file=sys.stderr)
         with fresh_schema() if args.postgres else contextlib.nullcontext() as store:
-            seconds, rss, summary = replay_cli(data, work, store, args.workers)
+            if args.keep and not args.postgres:  # a fresh store each run, the data kept
+                for end in ("", "-wal", "-shm"):
+                    (work / f"state.sqlite3{end}").unlink(missing_ok=True)
+            seconds, rss, summary = replay_cli(data, work, store, args.workers, args.segments)
         rate, floor_rate = written.events / seconds, floor_events / floor_s
         noshows = sum(v for k, v in mix.items() if k.endswith(("noshow", "S26")))
         print(f"events           {written.events:,} ({noshows:,} not brought)")

@@ -8,6 +8,7 @@ byte-for-byte the same answers on SQLite and PostgreSQL (tests/reports/test_post
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 __all__ = ["LOOKUPS", "from_text", "hour_of", "opt_text", "period", "remember", "to_text"]
@@ -22,6 +23,11 @@ def to_text(moment: datetime) -> str:
 
 
 def from_text(text: str) -> datetime:
+    """The moment ``to_text`` wrote. Its fixed-width form is read by ``fromisoformat`` (0.3 us
+    against strptime's 13: a child's history is read back row by row, so a region's year paid
+    ~10% of its time here); anything else by the strict format, which says what is wrong."""
+    if len(text) == 27 and text[-1] == "Z" and text[10] == "T" and text[19] == ".":
+        return datetime.fromisoformat(text)  # "Z" is UTC itself (datetime.UTC)
     return datetime.strptime(text, _FORMAT).replace(tzinfo=UTC)
 
 
@@ -50,7 +56,12 @@ def period(column: str, start: datetime | None, end: datetime | None,
 
 
 def remember(answers: dict[str, Any], key: str, value: object) -> None:
-    """Keep one lookup's answer, the oldest dropped first past LOOKUPS (memory stays flat)."""
+    """Keep one lookup's answer, the oldest dropped first past LOOKUPS (memory stays flat).
+
+    The oldest eighth goes at once: a dict finds its first key by stepping over the slots its
+    deleted keys left, so dropping one key per answer stepped over tens of thousands each time
+    (17% of a region's year, profiled); a batch steps over them once."""
     if len(answers) >= LOOKUPS:
-        del answers[next(iter(answers))]
+        for old in list(islice(answers, max(LOOKUPS // 8, 1))):
+            del answers[old]
     answers[key] = value

@@ -46,7 +46,12 @@ CREATE TABLE IF NOT EXISTS signals (
   origin TEXT NOT NULL,
   PRIMARY KEY (event_key, signal)
 );
-CREATE INDEX IF NOT EXISTS signals_child ON signals (child, occurred);
+-- A child's history (the columns the store's history read asks for, in its order): read from the
+-- index alone, its rows side by side, not one table page per row (signals_child, its first two
+-- columns, was that: a region's year read ~10 scattered pages per history).
+DROP INDEX IF EXISTS signals_child;
+CREATE INDEX IF NOT EXISTS signals_history ON signals
+  (child, occurred, event_key, retracted, band, signal, service, provider, situation, asked);
 
 -- Business identifiers of events (per child), so a v2 message and its FHIR twin are one event.
 CREATE TABLE IF NOT EXISTS event_aliases (
