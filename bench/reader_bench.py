@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,8 @@ from fhir_engagement.ingest.files import iter_items
 from fhir_engagement.ingest.records import Kind, RawItem
 from fhir_engagement.pipeline import load_engine
 
-
-def _best(repeat: int, run: Callable[[], object]) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        began = time.process_time()
-        run()
-        best = min(best, time.process_time() - began)
-    return best
+sys.path.insert(0, str(Path(__file__).parent))
+from replay_bench import best_of  # the bench folder, not a package
 
 
 def _fhir_items(paths: list[Path]) -> list[RawItem]:
@@ -138,14 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         for item in items:
             readers.read(item)
 
-    loads_s = _best(args.repeat, loads)
-    stage_s = _best(args.repeat, stage)
+    loads_s = best_of(args.repeat, loads, time.process_time)
+    stage_s = best_of(args.repeat, stage, time.process_time)
     print(f"{len(items):,} FHIR items from {', '.join(map(str, args.paths))}")
     print(f"  orjson.loads      {loads_s:8.3f} s CPU")
     print(f"  Readers.read      {stage_s:8.3f} s CPU  ({stage_s / loads_s:.1f}x the loads)")
     total = 0.0
     for kind, docs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        seconds = _best(args.repeat, lambda docs=docs: walk(docs))
+        seconds = best_of(args.repeat, lambda docs=docs: walk(docs), time.process_time)
         total += seconds
         print(f"  walk {kind:24} {len(docs):7,} docs {seconds:8.3f} s "
               f"{seconds / len(docs) * 1e6:9.1f} us/doc")
