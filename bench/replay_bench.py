@@ -14,8 +14,8 @@ What it measures, on one synthetic, repeatable (fixed seed) Bulk-Data-style expo
   or the guidance;
 * replay end to end, in-process: ``load_engine(Settings(store=...))`` (timed apart), then
   ``replay([folder], engine, store)`` on a fresh SQLite file store in a temp dir. Events/s counts
-  Appointment + Encounter lines; the ratio to the json.loads floor is what the issue sets at
-  >= 25% on one core. Tasks/Flags/Provenance written come from the Bundle and ``result.stats``;
+  Appointment + Encounter lines; the ratio to the json.loads floor is what issue 15 sets at
+  >= 15% (stretch 25%). Tasks/Flags/Provenance written come from the Bundle and ``result.stats``;
 * writing the Bundle as ``cli.py`` does (``orjson.dumps(..., OPT_INDENT_2)`` + write), apart.
 
 With ``--profile`` a second replay (``--profile-n`` events, default: the same N) runs under
@@ -60,7 +60,7 @@ from fhir_engagement.pipeline import Engine, load_engine
 from fhir_engagement.replay import ReplayResult, default_workers, replay
 from fhir_engagement.store import open_store
 
-TARGET = 0.25  # the issue: replay at >= 25% of the json.loads floor on one core
+TARGET, STRETCH = 0.15, 0.25  # issue 15: replay at >= 15% of the json.loads floor (stretch 25%)
 SEED = 20_251_124
 
 # -- vocabulary of the synthetic export ------------------------------------------------------
@@ -555,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             ("iter_items + Readers.read", f"{reader_s:8.2f}s {_rate(events, reader_s)}  "
                                         f"{json_s / reader_s:6.1%}"),
             (f"replay (end to end, {args.workers}w)", f"{run.seconds:8.2f}s {_rate(events, run.seconds)}  "
-                                    f"{ratio:6.1%}   target >= {TARGET:.0%}: "
+                                    f"{ratio:6.1%}   goal >= {TARGET:.0%} (stretch {STRETCH:.0%}): "
                                     f"{'MET' if ratio >= TARGET else 'NOT MET'}"),
             ("load_engine (start-up)", f"{engine_s:8.2f}s"),
             ("bundle orjson.dumps", f"{dump_s:8.2f}s ({len(body) / 1e6:,.1f} MB, "
